@@ -1,0 +1,185 @@
+"""Budgets: the thresholds a variant must meet, and their verdicts.
+
+Each budget comes from one marker (``max_accuracy_drop``, ``max_latency_ms``,
+``max_size_kb``, ``min_compression_ratio``; ``min_accuracy_drop`` is an alias of
+``max_accuracy_drop``). :func:`parse_marker` validates the arguments;
+``Budget.check(model, reference)`` measures and returns a :class:`Verdict`.
+Sizes are KB = 1024 bytes; latencies are ms; accuracy drops are in the metric's
+units (fractions for top-1: 0.01 = 1 point).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UsageError
+from .measure import accuracy as acc
+from .runnable import RunnableModel
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one budget on one (variant, backend)."""
+
+    budget: str
+    passed: bool
+    measured: float
+    reference: float | None
+    limit: float
+    message: str
+
+
+def _number(value: Any, what: str, *, positive: bool = True, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UsageError(f"{what} must be a finite number, got {value!r}")
+    if positive and (value < 0 or (value == 0 and not allow_zero)):
+        raise UsageError(f"{what} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
+def _head(model: RunnableModel) -> str:
+    return f"{model.variant} on {model.backend}"
+
+
+@dataclass(frozen=True)
+class AccuracyDrop:
+    """The metric may get worse than fp32 by at most ``limit`` (a fraction of fp32's value if ``relative``)."""
+
+    limit: float
+    relative: bool = False
+    metric: Any = None
+    marker: str = "max_accuracy_drop"
+
+    def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
+        m = acc.resolve(self.metric)
+        value = model.evaluate(metric=m)
+        ref = reference.evaluate(metric=m)
+        drop = m.drop(ref, value, self.relative)
+        unit = " (relative)" if self.relative else ""
+        passed = drop <= self.limit + 1e-12
+        text = (
+            f"{self.marker}({self.limit:g}{', relative=True' if self.relative else ''}) "
+            f"{'holds' if passed else 'broken'}: {_head(model)}: {m.name} {value:.4f} vs fp32 {ref:.4f}, "
+            f"drop {drop:.4f}{unit} {'<=' if passed else '>'} budget {self.limit:g}"
+        )
+        return Verdict(self.marker, passed, value, ref, self.limit, text)
+
+
+@dataclass(frozen=True)
+class MaxLatency:
+    """The ``percentile`` latency of a ``batch_size`` batch must be at most ``limit_ms``."""
+
+    limit_ms: float
+    percentile: int = 50
+    batch_size: int = 1
+    marker: str = "max_latency_ms"
+
+    def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
+        value = model.latency(self.batch_size).percentile(self.percentile)
+        ref = reference.latency(self.batch_size).percentile(self.percentile)
+        passed = value <= self.limit_ms
+        batch = f", batch_size={self.batch_size}" if self.batch_size != 1 else ""
+        text = (
+            f"max_latency_ms({self.limit_ms:g}, percentile={self.percentile}{batch}) "
+            f"{'holds' if passed else 'broken'}: {_head(model)}: p{self.percentile} {value:.3f} ms "
+            f"(fp32 {ref:.3f} ms) {'<=' if passed else '>'} budget {self.limit_ms:g} ms"
+        )
+        return Verdict(self.marker, passed, value, ref, self.limit_ms, text)
+
+
+@dataclass(frozen=True)
+class MaxSize:
+    """The artifact may be at most ``limit_kb`` KB (1 KB = 1024 bytes)."""
+
+    limit_kb: float
+    marker: str = "max_size_kb"
+
+    def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
+        value = model.size_bytes / 1024
+        ref = reference.size_bytes / 1024
+        passed = value <= self.limit_kb
+        text = (
+            f"max_size_kb({self.limit_kb:g}) {'holds' if passed else 'broken'}: {_head(model)}: "
+            f"{value:.1f} KB (fp32 {ref:.1f} KB) {'<=' if passed else '>'} budget {self.limit_kb:g} KB"
+        )
+        return Verdict(self.marker, passed, value, ref, self.limit_kb, text)
+
+
+@dataclass(frozen=True)
+class MinCompression:
+    """fp32 bytes / variant bytes must be at least ``ratio``."""
+
+    ratio: float
+    marker: str = "min_compression_ratio"
+
+    def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
+        value = reference.size_bytes / model.size_bytes
+        passed = value >= self.ratio
+        text = (
+            f"min_compression_ratio({self.ratio:g}) {'holds' if passed else 'broken'}: {_head(model)}: "
+            f"ratio {value:.2f}x (fp32 {reference.size_bytes} B / {model.variant} {model.size_bytes} B) "
+            f"{'>=' if passed else '<'} budget {self.ratio:g}x"
+        )
+        return Verdict(self.marker, passed, value, float(reference.size_bytes), self.ratio, text)
+
+
+def _accuracy(marker: str, limit: Any = None, relative: bool = False, metric: Any = None) -> AccuracyDrop:
+    if limit is None:
+        raise UsageError(f"{marker} needs the budget, e.g. @pytest.mark.{marker}(0.01)")
+    _number(limit, f"{marker} budget", allow_zero=True)
+    if not isinstance(relative, bool):
+        raise UsageError(f"{marker}(relative=...) must be True or False, got {relative!r}")
+    acc.resolve(metric)
+    return AccuracyDrop(float(limit), relative, metric, marker)
+
+
+def _latency(limit_ms: Any = None, percentile: Any = 50, batch_size: Any = 1) -> MaxLatency:
+    if limit_ms is None:
+        raise UsageError("max_latency_ms needs the budget in ms, e.g. @pytest.mark.max_latency_ms(2.0)")
+    _number(limit_ms, "max_latency_ms budget")
+    if percentile not in PERCENTILES:
+        raise UsageError(f"max_latency_ms(percentile={percentile!r}) must be one of {', '.join(map(str, PERCENTILES))}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"max_latency_ms(batch_size={batch_size!r}) must be an integer >= 1")
+    return MaxLatency(float(limit_ms), int(percentile), batch_size)
+
+
+def _size(limit_kb: Any = None) -> MaxSize:
+    if limit_kb is None:
+        raise UsageError("max_size_kb needs the budget in KB, e.g. @pytest.mark.max_size_kb(150)")
+    return MaxSize(_number(limit_kb, "max_size_kb budget"))
+
+
+def _ratio(ratio: Any = None) -> MinCompression:
+    if ratio is None:
+        raise UsageError("min_compression_ratio needs the ratio, e.g. @pytest.mark.min_compression_ratio(2.0)")
+    return MinCompression(_number(ratio, "min_compression_ratio"))
+
+
+PARSERS = {
+    "max_accuracy_drop": lambda *a, **k: _accuracy("max_accuracy_drop", *a, **k),
+    "min_accuracy_drop": lambda *a, **k: _accuracy("min_accuracy_drop", *a, **k),
+    "max_latency_ms": _latency,
+    "max_size_kb": _size,
+    "min_compression_ratio": _ratio,
+}
+
+MARKER_DOCS = {
+    "max_accuracy_drop": "max_accuracy_drop(drop, relative=False, metric=None): the metric (default top-1) may be at most `drop` worse than fp32 on eval_dataset.",
+    "min_accuracy_drop": "min_accuracy_drop(drop, relative=False, metric=None): alias of max_accuracy_drop (same meaning).",
+    "max_latency_ms": "max_latency_ms(ms, percentile=50, batch_size=1): the variant's latency percentile must be at most `ms`.",
+    "max_size_kb": "max_size_kb(kb): the variant's artifact must be at most `kb` KB (1 KB = 1024 bytes).",
+    "min_compression_ratio": "min_compression_ratio(ratio): fp32 bytes / variant bytes must be at least `ratio`.",
+}
+
+
+def parse_marker(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The budget for marker ``name`` with ``args``/``kwargs``; a :class:`UsageError` when they are bad."""
+    try:
+        return PARSERS[name](*args, **kwargs)
+    except TypeError as exc:
+        raise UsageError(f"bad arguments for {name}: {exc}; expected {MARKER_DOCS[name].split(':')[0]}") from None

@@ -1,0 +1,83 @@
+"""Latency: warm-up, then timed invocations until a minimum time and count."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How long to measure. Times in seconds; counts are invocations."""
+
+    warmup_runs: int = 10
+    min_time_s: float = 0.5
+    min_runs: int = 50
+    max_runs: int = 100_000
+    max_time_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-invocation latency, milliseconds; ``n`` timed invocations of ``batch_size`` samples."""
+
+    n: int
+    batch_size: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    stdev_ms: float
+    min_ms: float
+    max_ms: float
+
+    def percentile(self, p: float) -> float:
+        """The p-th percentile in ms (50, 90, 95 and 99 are stored; others are not)."""
+        key = {50: self.p50_ms, 90: self.p90_ms, 95: self.p95_ms, 99: self.p99_ms}
+        if p not in key:
+            raise ValueError(f"percentile {p} is not recorded: use 50, 90, 95 or 99")
+        return key[p]
+
+    @classmethod
+    def from_ns(cls, samples_ns: list[int], batch_size: int) -> LatencyStats:
+        ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+        p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
+        return cls(
+            n=len(ms), batch_size=batch_size,
+            p50_ms=float(p50), p90_ms=float(p90), p95_ms=float(p95), p99_ms=float(p99),
+            mean_ms=float(ms.mean()), stdev_ms=float(statistics.stdev(ms)) if len(ms) > 1 else 0.0,
+            min_ms=float(ms.min()), max_ms=float(ms.max()),
+        )
+
+
+def measure(invoke: Callable[[], object], batch_size: int = 1, settings: LatencySettings | None = None) -> LatencyStats:
+    """Time ``invoke()`` one call at a time with ``perf_counter_ns``, garbage collector off."""
+    s = settings or LatencySettings()
+    for _ in range(s.warmup_runs):
+        invoke()
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = clock()
+        min_end = start + int(s.min_time_s * 1e9)
+        max_end = start + int(s.max_time_s * 1e9)
+        while True:
+            t0 = clock()
+            invoke()
+            t1 = clock()
+            samples.append(t1 - t0)
+            n = len(samples)
+            if n >= s.max_runs or t1 >= max_end or (n >= s.min_runs and t1 >= min_end):
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return LatencyStats.from_ns(samples, batch_size)

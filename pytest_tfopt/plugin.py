@@ -1,0 +1,362 @@
+"""The pytest plugin: options, markers, fixtures and the summary, over the core.
+
+Nothing here converts or measures: it turns options and markers into
+:class:`~pytest_tfopt.workbench.Workbench` calls and core results into outcomes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import tfenv
+from .backends import default_registry as default_backends
+from .budgets import MARKER_DOCS, PARSERS, parse_marker
+from .cache import CacheStats
+from .errors import BackendUnavailable, TfoptError, UsageError
+from .report.terminal import table_lines
+from .results import result_row
+from .variants import default_registry as default_variants
+from .variants import split_variants
+from .workbench import DEFAULT_CALIBRATION_SIZE, Workbench
+
+DEFAULT_VARIANTS = "dynamic,float16,int8"
+ROW_KEY = "tfopt"
+STATE = pytest.StashKey["TfoptState"]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("tfopt", "model-optimization regression tests (pytest-tfopt)")
+    group.addoption("--tfopt-backend", action="append", default=None, metavar="NAME[,NAME]",
+                    help="backend(s) to run variants on, comma-separated or repeated; 'all' = every backend "
+                         "available here (default: tflite)")
+    group.addoption("--tfopt-variants", default=None, metavar="LIST",
+                    help="comma list of variants for every test using optimized_model; overrides markers and ini "
+                         "(e.g. int8,float16)")
+    group.addoption("--tfopt-cache-dir", default=None, metavar="DIR",
+                    help="artifact cache directory (default: tfopt/ inside pytest's cache dir)")
+    group.addoption("--tfopt-rebuild", action="store_true", default=False,
+                    help="ignore cached artifacts and build every variant again")
+    group.addoption("--tfopt-threads", type=int, default=None, metavar="N",
+                    help="runtime threads (TFLite num_threads, TF intra-op); default: the cores shared "
+                         "among xdist workers")
+    group.addoption("--tfopt-strict", action="store_true", default=False,
+                    help="fail, instead of skip, tests whose backend or variant cannot run here")
+    parser.addini("tfopt_model", "source model: .keras/.h5 file, SavedModel dir or .tflite (relative to the ini file)")
+    parser.addini("tfopt_dataset", ".npz data set with x_train,y_train,x_test,y_test or x,y (relative to the ini file)")
+    parser.addini("tfopt_variants", f"default variants (comma list); default: {DEFAULT_VARIANTS}", default=DEFAULT_VARIANTS)
+    parser.addini("tfopt_calibration_size", "calibration samples drawn (seeded) from the training split",
+                  default=str(DEFAULT_CALIBRATION_SIZE))
+    parser.addini("tfopt_keras", "auto (tf.keras as TensorFlow ships it) or legacy (TF_USE_LEGACY_KERAS=1, tf_keras)",
+                  default="auto")
+
+
+class TfoptState:
+    """Per-session state: settings, registries, workbenches and collected rows."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        opt = config.option
+        self.config = config
+        self.strict = bool(opt.tfopt_strict)
+        self.threads = opt.tfopt_threads or tfenv.default_threads()
+        if self.threads < 1:
+            raise UsageError(f"--tfopt-threads={opt.tfopt_threads}: use 1 or more threads")
+        self.rebuild = bool(opt.tfopt_rebuild)
+        self.cache_dir = opt.tfopt_cache_dir or self._default_cache_dir()
+        self.calibration_size = _int_ini(config, "tfopt_calibration_size")
+        self.variants = default_variants()
+        self.backends = default_backends()
+        config.hook.tfopt_register_variants.call_historic(kwargs={"registry": self.variants})
+        config.hook.tfopt_register_backends.call_historic(kwargs={"registry": self.backends})
+        self.backend_names = self._backend_names(opt.tfopt_backend)
+        self.cli_variants = split_variants(opt.tfopt_variants) if opt.tfopt_variants else None
+        self.ini_variants = split_variants(config.getini("tfopt_variants") or DEFAULT_VARIANTS)
+        for v in (self.cli_variants or []) + self.ini_variants:
+            self.variants.resolve(v)
+        self.rows: list[dict[str, Any]] = []
+        self.cache_stats = CacheStats()
+        self._benches: dict[tuple[Any, Any], tuple[Any, Any, Workbench]] = {}
+
+    def _default_cache_dir(self) -> str:
+        cache = getattr(self.config, "cache", None)
+        if cache is not None:
+            return str(cache.mkdir("tfopt"))
+        return str(self.config.rootpath / ".tfopt_cache")
+
+    def _backend_names(self, raw: list[str] | None) -> list[str]:
+        names = [n.strip() for item in (raw or ["tflite"]) for n in item.split(",") if n.strip()]
+        if names == ["all"]:
+            return [n for n in self.backends.names() if not self.backends.get(n).unavailable_reason()]
+        for n in names:
+            self.backends.get(n)
+        return list(dict.fromkeys(names))
+
+    def ini_path(self, name: str) -> str | None:
+        value = self.config.getini(name)
+        if not value:
+            return None
+        base = self.config.inipath.parent if self.config.inipath else self.config.rootpath
+        return str((base / value).resolve()) if not os.path.isabs(value) else value
+
+    def workbench(self, model: Any, dataset: Any) -> Workbench:
+        key = (_identity(model), _identity(dataset))
+        if key not in self._benches:
+            bench = Workbench(model, dataset, cache_dir=self.cache_dir, threads=self.threads, rebuild=self.rebuild,
+                              calibration_size=self.calibration_size, variants=self.variants, backends=self.backends)
+            self._benches[key] = (model, dataset, bench)  # keep the objects alive so ids stay unique
+        return self._benches[key][2]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Collect result rows (in the xdist controller they arrive in workers' reports)."""
+        if report.when != "call":
+            return
+        for name, value in report.user_properties:
+            if name == ROW_KEY and isinstance(value, dict):
+                self.rows.append(value)
+
+    def total_cache_stats(self) -> CacheStats:
+        total = CacheStats(self.cache_stats.built, self.cache_stats.reused, self.cache_stats.build_seconds)
+        for _, _, bench in self._benches.values():
+            s = bench.cache.stats
+            total.built += s.built
+            total.reused += s.reused
+            total.build_seconds += s.build_seconds
+        return total
+
+
+def _identity(value: Any) -> Any:
+    return os.fspath(value) if isinstance(value, (str, os.PathLike)) else id(value)
+
+
+def _int_ini(config: pytest.Config, name: str) -> int:
+    raw = config.getini(name)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise UsageError(f"ini {name} = {raw!r} is not an integer: e.g. {name} = 200") from None
+    if value < 1:
+        raise UsageError(f"ini {name} = {value}: use 1 or more samples")
+    return value
+
+
+@contextlib.contextmanager
+def _usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _core(state: TfoptState | None = None) -> Iterator[None]:
+    """Turn core errors into one-line test failures (skips for missing backends)."""
+    try:
+        yield
+    except BackendUnavailable as exc:
+        if state is not None and state.strict:
+            pytest.fail(f"{exc} (--tfopt-strict)", pytrace=False)
+        pytest.skip(str(exc))
+    except TfoptError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "tfopt_variants(*names): variants to parametrize optimized_model over")
+    for _name, doc in MARKER_DOCS.items():
+        config.addinivalue_line("markers", doc)
+    with _usage_errors():
+        tfenv.configure(tfenv.TfSettings(keras=config.getini("tfopt_keras") or "auto",
+                                         threads=config.option.tfopt_threads or tfenv.default_threads()))
+        state = TfoptState(config)
+    config.stash[STATE] = state
+    config.pluginmanager.register(state, "tfopt-state")
+
+
+def _state(config: pytest.Config) -> TfoptState:
+    return config.stash[STATE]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    state = _state(metafunc.config)
+    if "_tfopt_variant_name" in metafunc.fixturenames:
+        variants = state.cli_variants
+        if variants is None:
+            marker = metafunc.definition.get_closest_marker("tfopt_variants")
+            if marker is not None:
+                variants = [v for a in marker.args for v in split_variants(str(a))]
+        metafunc.parametrize("_tfopt_variant_name", variants or state.ini_variants, indirect=True)
+    if "_tfopt_backend_name" in metafunc.fixturenames:
+        metafunc.parametrize("_tfopt_backend_name", state.backend_names, indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Validate variant names and budget markers now, so a typo is a usage error naming the test."""
+    state = _state(config)
+    for item in items:
+        try:
+            callspec = getattr(item, "callspec", None)
+            if callspec is not None and "_tfopt_variant_name" in callspec.params:
+                state.variants.resolve(callspec.params["_tfopt_variant_name"])
+            for name in PARSERS:
+                for mark in item.iter_markers(name):
+                    parse_marker(name, mark.args, mark.kwargs)
+        except UsageError as exc:
+            raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
+
+
+# ---- fixtures ------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tfopt_model(request: pytest.FixtureRequest) -> Any:
+    """The FP32 source model: a path or a Keras model. Default: ini ``tfopt_model``; override it in conftest."""
+    path = _state(request.config).ini_path("tfopt_model")
+    if path is None:
+        pytest.fail("no model configured: set ini tfopt_model = PATH or override the tfopt_model fixture", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tfopt_dataset(request: pytest.FixtureRequest) -> Any:
+    """The data set: a ``Dataset`` or an ``.npz`` path. Default: ini ``tfopt_dataset``; override it in conftest."""
+    return _state(request.config).ini_path("tfopt_dataset")
+
+
+@pytest.fixture
+def _tfopt_workbench(request: pytest.FixtureRequest, tfopt_model: Any, tfopt_dataset: Any) -> Workbench:
+    return _state(request.config).workbench(tfopt_model, tfopt_dataset)
+
+
+@pytest.fixture
+def calibration_dataset(_tfopt_workbench: Workbench) -> Any:
+    """The calibration samples (seeded, ``tfopt_calibration_size`` of the training split)."""
+    with _core():
+        return _tfopt_workbench.calibration()
+
+
+@pytest.fixture
+def eval_dataset(_tfopt_workbench: Workbench) -> Any:
+    """The evaluation (test) split."""
+    with _core():
+        return _tfopt_workbench.evaluation
+
+
+@pytest.fixture
+def _tfopt_backend_name(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "tflite")
+
+
+@pytest.fixture
+def _tfopt_variant_name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def tfopt_backend(request: pytest.FixtureRequest, _tfopt_backend_name: str, _tfopt_workbench: Workbench) -> Any:
+    """The backend this test runs on (skips, or fails under --tfopt-strict, when it is missing here)."""
+    state = _state(request.config)
+    with _core(state):
+        return _tfopt_workbench.backend(_tfopt_backend_name)
+
+
+@pytest.fixture
+def tfopt_variant(request: pytest.FixtureRequest, tfopt_backend: Any, _tfopt_workbench: Workbench) -> Any:
+    """Factory: ``tfopt_variant("int8")`` returns that variant as a runnable model on this test's backend."""
+    state = _state(request.config)
+
+    def make(variant: str, backend: str | None = None) -> Any:
+        with _core(state):
+            return _tfopt_workbench.runnable(variant, backend or tfopt_backend.name)
+
+    return make
+
+
+@pytest.fixture
+def reference_model(tfopt_variant: Any) -> Any:
+    """The fp32 variant on the same backend: what budgets compare against."""
+    return tfopt_variant("fp32")
+
+
+@pytest.fixture
+def optimized_model(_tfopt_variant_name: str, tfopt_variant: Any) -> Any:
+    """The variant under test (parametrized: ``test_x[int8-tflite]``), a runnable model."""
+    return tfopt_variant(_tfopt_variant_name)
+
+
+# ---- budgets and results ----------------------------------------------------
+def _budgets(item: pytest.Item) -> list[Any]:
+    return [parse_marker(name, m.args, m.kwargs) for name in PARSERS for m in item.iter_markers(name)]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    funcargs = getattr(item, "funcargs", {})
+    model = funcargs.get("optimized_model")
+    if model is None:
+        return (yield)
+    state = _state(item.config)
+    bench: Workbench = funcargs["_tfopt_workbench"]
+    try:
+        result = yield
+    except BaseException:
+        _record(item, model, None, [], "failed")
+        raise
+    verdicts = []
+    with _core(state):
+        reference = bench.reference(model.backend)
+        verdicts = [budget.check(model, reference) for budget in _budgets(item)]
+    broken = [v.message for v in verdicts if not v.passed]
+    _record(item, model, reference, verdicts, "failed" if broken else "passed")
+    if broken:
+        pytest.fail("\n".join(broken), pytrace=False)
+    return result
+
+
+def _record(item: pytest.Item, model: Any, reference: Any, verdicts: list[Any], outcome: str) -> None:
+    item.user_properties.append((ROW_KEY, result_row(item.nodeid, model, reference, verdicts, outcome)))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        s = _state(session.config).total_cache_stats()
+        workeroutput["tfopt_cache"] = {"built": s.built, "reused": s.reused, "build_seconds": s.build_seconds}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    stats = getattr(node, "workeroutput", {}).get("tfopt_cache")
+    if stats:
+        own = _state(node.config).cache_stats
+        own.built += stats["built"]
+        own.reused += stats["reused"]
+        own.build_seconds += stats["build_seconds"]
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if STATE not in config.stash or getattr(config, "workerinput", None) is not None:
+        return
+    state = _state(config)
+    stats = state.total_cache_stats()
+    if not state.rows and not stats.built and not stats.reused:
+        return
+    tr = terminalreporter
+    tr.write_sep("=", "tfopt summary")
+    for line in table_lines(sorted(state.rows, key=lambda r: r["test"])):
+        tr.write_line(line)
+    fallbacks = {r["variant"] for r in state.rows if r.get("xnnpack_fallback")}
+    if fallbacks:
+        tr.write_line(f"XNNPACK refused {', '.join(sorted(fallbacks))}: ran on the builtin kernels instead")
+    tr.write_line(
+        f"artifacts: {stats.built} built ({stats.build_seconds:.1f} s), {stats.reused} reused; "
+        f"cache: {Path(state.cache_dir)}"
+    )

@@ -1,0 +1,39 @@
+"""The terminal summary table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = ("test", "variant", "backend", "accuracy", "drop", "size KB", "ratio", "p50 ms", "p95 ms", "budgets")
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _latency(row: dict[str, Any], which: str) -> Any:
+    key = f"latency_b1_{which}_ms"
+    if key in row:
+        return row[key]
+    others = sorted(k for k in row if k.startswith("latency_b") and k.endswith(f"_{which}_ms"))
+    return row[others[0]] if others else None
+
+
+def _budgets(row: dict[str, Any]) -> str:
+    parts = [f"{v['budget']} {'PASS' if v['passed'] else 'FAIL'}" for v in row.get("verdicts", [])]
+    return ", ".join(parts) or "-"
+
+
+def table_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Rows formatted as an aligned text table (header first)."""
+    body = []
+    for r in rows:
+        name = r["test"].split("::")[-1]
+        body.append((
+            name, r["variant"], r["backend"], _fmt(r.get("accuracy"), ".4f"), _fmt(r.get("accuracy_drop"), "+.4f"),
+            _fmt(r["size_bytes"] / 1024, ".1f"), _fmt(r.get("compression_ratio"), ".2f") + ("x" if r.get("compression_ratio") else ""),
+            _fmt(_latency(r, "p50"), ".3f"), _fmt(_latency(r, "p95"), ".3f"), _budgets(r),
+        ))
+    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(COLUMNS)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip()  # noqa: E731
+    return [line(COLUMNS), *(line(b) for b in body)]

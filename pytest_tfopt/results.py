@@ -1,0 +1,49 @@
+"""Result rows: one per measured (test, variant, backend), plain JSON-able dicts.
+
+Rows travel from pytest-xdist workers to the controller inside test reports
+(``user_properties``), so they hold only str/int/float/bool/None, lists and dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .budgets import Verdict
+from .runnable import RunnableModel
+
+
+def result_row(test: str, model: RunnableModel, reference: RunnableModel | None, verdicts: list[Verdict],
+               outcome: str) -> dict[str, Any]:
+    """What was measured for ``model`` (and its fp32 ``reference``) in test ``test``."""
+    m = model.measurements
+    row: dict[str, Any] = {
+        "test": test,
+        "variant": model.variant,
+        "backend": model.backend,
+        "outcome": outcome,
+        "size_bytes": model.size_bytes,
+        "accuracy": m.get("accuracy"),
+        "metric": m.get("metric"),
+        "delegate": model.runner.info.get("delegate"),
+        "xnnpack_fallback": model.runner.info.get("xnnpack_fallback"),
+        "calibration_hash": model.artifact.metadata.get("calibration_hash"),
+        "source_hash": model.artifact.metadata.get("source_hash"),
+        "artifact": model.path,
+        "verdicts": [
+            {"budget": v.budget, "passed": v.passed, "measured": v.measured, "reference": v.reference,
+             "limit": v.limit, "message": v.message}
+            for v in verdicts
+        ],
+    }
+    for key, stats in m.items():
+        if key.startswith("latency_b"):
+            row[f"{key}_p50_ms"] = stats.p50_ms
+            row[f"{key}_p95_ms"] = stats.p95_ms
+    if reference is not None:
+        row["reference_size_bytes"] = reference.size_bytes
+        row["compression_ratio"] = reference.size_bytes / model.size_bytes
+        ref_acc = reference.measurements.get("accuracy")
+        if ref_acc is not None and row["accuracy"] is not None and reference.measurements.get("metric") == row["metric"]:
+            row["reference_accuracy"] = ref_acc
+            row["accuracy_drop"] = ref_acc - row["accuracy"]
+    return row

@@ -1,0 +1,87 @@
+"""Post-training quantization through ``tf.lite.TFLiteConverter``.
+
+``fp32`` (no optimization), ``dynamic`` (dynamic-range int8 weights), ``float16``
+(fp16 weights), ``int8`` (full integer, float I/O, calibrated), ``int8_io`` (full
+integer with int8 input and output) and ``int16x8`` (int16 activations, int8 weights).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import tfenv
+from ..artifact import Artifact
+from ..dataset import Dataset
+from ..errors import ConversionError, DatasetError
+from ..models import SourceModel
+from . import Recipe, VariantRegistry
+
+
+def _configure(variant: str, converter: Any, calibration: Dataset | None) -> dict[str, str]:
+    """Set ``converter`` up for ``variant``; return the settings as strings (for metadata)."""
+    tf = tfenv.tensorflow()
+    settings: dict[str, str] = {}
+    if variant == "fp32":
+        return settings
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    settings["optimizations"] = "DEFAULT"
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+        settings["supported_types"] = "float16"
+    if variant in ("int8", "int8_io", "int16x8"):
+        if calibration is None or len(calibration) == 0:
+            raise DatasetError(f"{variant} needs calibration data but the calibration set is empty: give tfopt_dataset training samples")
+        converter.representative_dataset = calibration.representative_dataset()
+        settings["representative_dataset"] = f"{len(calibration)} samples"
+        ops = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8" if variant == "int16x8" else "TFLITE_BUILTINS_INT8"
+        converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, ops)]
+        settings["supported_ops"] = ops
+    if variant == "int8_io":
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        settings["inference_io_type"] = "int8"
+    return settings
+
+
+def _build(variant: str) -> Any:
+    def build(source: SourceModel, calibration: Dataset | None, params: dict[str, Any]) -> Artifact:
+        if source.kind == "tflite":
+            if variant != "fp32":
+                source.converter()  # raises the "already converted" error
+            return Artifact(source.content or b"", {"variant": variant, "source": "tflite file as given"})
+        if calibration is not None:
+            source.check_inputs(calibration.x, "calibration data")
+        converter = source.converter()
+        settings = _configure(variant, converter, calibration)
+        try:
+            content = converter.convert()
+        except (DatasetError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+            detail = next((ln.strip() for ln in lines if "error" in ln.lower()), lines[0] if lines else type(exc).__name__)
+            raise ConversionError(
+                f"TFLiteConverter could not build {variant} for {source.name}: {detail[:200]} "
+                "(try another variant, or check the model's ops are TFLite builtins)"
+            ) from None
+        return Artifact(content, {"variant": variant, "converter": "tf.lite.TFLiteConverter", "settings": settings})
+
+    return build
+
+
+DESCRIPTIONS = {
+    "fp32": "no optimization: the float reference",
+    "dynamic": "dynamic-range quantization: int8 weights, float activations",
+    "float16": "float16 weights",
+    "int8": "full-integer quantization with float input/output, calibrated",
+    "int8_io": "full-integer quantization with int8 input/output, calibrated",
+    "int16x8": "int16 activations, int8 weights, calibrated",
+}
+CALIBRATED = ("int8", "int8_io", "int16x8")
+
+
+def register(registry: VariantRegistry) -> None:
+    """Register the post-training quantization recipes."""
+    for name, text in DESCRIPTIONS.items():
+        params = {"calibration_size": None} if name in CALIBRATED else {}
+        registry.register(Recipe(name, _build(name), text, params, needs_calibration=name in CALIBRATED))

@@ -1,0 +1,142 @@
+"""The core entry point: a source model + a data set → runnable variants on backends.
+
+Usable without pytest::
+
+    from pytest_tfopt import Workbench
+    wb = Workbench("models/digits_cnn.h5", "fixtures/digits.npz")
+    int8 = wb.runnable("int8")
+    print(int8.evaluate(), int8.latency().p95_ms, int8.size_bytes)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from . import tfenv
+from .artifact import Artifact
+from .backends import Backend, BackendRegistry
+from .backends import default_registry as default_backends
+from .cache import ArtifactCache, cache_key
+from .dataset import Dataset
+from .errors import BackendUnavailable, DatasetError, ModelLoadError
+from .measure.latency import LatencySettings
+from .models import SourceModel, load_model
+from .runnable import RunnableModel
+from .variants import VariantRegistry
+from .variants import default_registry as default_variants
+
+DEFAULT_CALIBRATION_SIZE = 200
+
+
+class Workbench:
+    """Builds (through the cache), loads and memoizes variants of one source model.
+
+    ``model``: path or Keras model; ``dataset``: :class:`Dataset`, ``.npz`` path,
+    ``tf.data.Dataset`` or ``(x, y)``. ``threads``: runtime threads (default: the
+    cores of this process, shared among xdist workers).
+    """
+
+    def __init__(self, model: Any, dataset: Any = None, *, cache_dir: str | os.PathLike | None = None,
+                 threads: int | None = None, rebuild: bool = False,
+                 calibration_size: int = DEFAULT_CALIBRATION_SIZE,
+                 variants: VariantRegistry | None = None, backends: BackendRegistry | None = None,
+                 latency: LatencySettings | None = None) -> None:
+        self._model_arg = model
+        self._dataset_arg = dataset
+        self.cache = ArtifactCache(cache_dir or os.path.join(tempfile.gettempdir(), "pytest-tfopt-cache"), rebuild)
+        self.threads = threads or tfenv.default_threads()
+        self.calibration_size = calibration_size
+        self.variants = variants or default_variants()
+        self.backends = backends or default_backends()
+        self.latency_settings = latency or LatencySettings()
+        self._source: SourceModel | None = None
+        self._dataset: Dataset | None = None
+        self._runnables: dict[tuple[str, str], RunnableModel] = {}
+
+    # ---- inputs -----------------------------------------------------------
+    @property
+    def source(self) -> SourceModel:
+        if self._source is None:
+            if self._model_arg is None:
+                raise ModelLoadError("no model configured: set ini tfopt_model or override the tfopt_model fixture")
+            self._source = load_model(self._model_arg)
+        return self._source
+
+    @property
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            if self._dataset_arg is None:
+                raise DatasetError("no data set configured: set ini tfopt_dataset or override the tfopt_dataset fixture")
+            self._dataset = Dataset.coerce(self._dataset_arg)
+        return self._dataset
+
+    def calibration(self, size: int | None = None) -> Dataset:
+        """Seeded calibration samples from the training split."""
+        return self.dataset.calibration(size or self.calibration_size)
+
+    @property
+    def evaluation(self) -> Dataset:
+        """The evaluation (test) split."""
+        return self.dataset.test
+
+    # ---- variants ----------------------------------------------------------
+    def backend(self, name: str) -> Backend:
+        """The backend ``name``; raises :class:`BackendUnavailable` with the reason when it cannot run here."""
+        backend = self.backends.get(name)
+        reason = backend.unavailable_reason()
+        if reason:
+            raise BackendUnavailable(reason)
+        return backend
+
+    def build(self, variant: str, backend: str = "tflite") -> Artifact:
+        """The artifact of ``variant`` for ``backend``, from the cache or built now."""
+        spec, recipe = self.variants.resolve(variant)
+        be = self.backend(backend)
+        source = self.source
+        params = dict(spec.params)
+        calibration = None
+        if recipe.needs_calibration:
+            calibration = self.calibration(params.get("calibration_size"))
+            calibration.check_finite(f"calibration data ({calibration.name})")
+            source.check_inputs(calibration.x, "calibration data")
+        versions = {**tfenv.library_versions(), **be.versions()}
+        provenance = {
+            "variant": spec.id,
+            "backend": be.name,
+            "source_model": source.name,
+            "source_hash": source.hash,
+            "calibration_hash": calibration.hash if calibration is not None else None,
+            "calibration_size": len(calibration) if calibration is not None else 0,
+            "versions": versions,
+        }
+        key = cache_key(provenance)
+
+        def make() -> Artifact:
+            built = be.build(source, recipe, calibration, params)
+            return Artifact(built.content, {**built.metadata, **provenance, "cache_key": key}, be.artifact_suffix)
+
+        return self.cache.get_or_build(key, make)
+
+    def runnable(self, variant: str, backend: str = "tflite") -> RunnableModel:
+        """``variant`` built and loaded on ``backend`` (memoized)."""
+        spec, _ = self.variants.resolve(variant)
+        memo = (spec.id, backend)
+        if memo not in self._runnables:
+            artifact = self.build(spec.id, backend)
+            runner = self.backend(backend).load(artifact, self.threads)
+            eval_data = self._evaluation_or_none()
+            if eval_data is not None:
+                self.source.check_inputs(eval_data.x, "evaluation data")
+            self._runnables[memo] = RunnableModel(spec.id, backend, artifact, runner, eval_data, self.latency_settings)
+        return self._runnables[memo]
+
+    def reference(self, backend: str = "tflite") -> RunnableModel:
+        """The fp32 variant on ``backend``: what budgets compare against."""
+        return self.runnable("fp32", backend)
+
+    def _evaluation_or_none(self) -> Dataset | None:
+        if self._dataset_arg is None and self._dataset is None:
+            return None
+        return self.evaluation

@@ -1,0 +1,72 @@
+"""Shared fixtures for pytest-tfopt's own tests: the shipped model and data, one artifact cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "digits_cnn.h5"
+DATA = ROOT / "fixtures" / "digits.npz"
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    return MODEL
+
+
+@pytest.fixture(scope="session")
+def data_path() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One artifact cache for the whole test session, so each variant converts once."""
+    return tmp_path_factory.mktemp("tfopt-cache")
+
+
+@pytest.fixture(scope="session")
+def bench(shared_cache: Path):
+    from pytest_tfopt import Workbench
+
+    return Workbench(MODEL, DATA, cache_dir=shared_cache, threads=1)
+
+
+@pytest.fixture(scope="session")
+def preloaded_runtimes() -> None:
+    """Import TensorFlow & co. in this process before in-process pytester runs.
+
+    pytester restores ``sys.modules`` after each in-process run; a TensorFlow
+    imported inside one run would be dropped and imported again by the next,
+    which its C++ runtime does not survive.
+    """
+    from pytest_tfopt import tfenv
+
+    tfenv.tensorflow()
+    import ai_edge_litert.interpreter  # noqa: F401
+    import h5py  # noqa: F401
+    import keras  # noqa: F401
+    import tf_keras  # noqa: F401
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, shared_cache: Path, preloaded_runtimes: None):
+    """A pytester project configured with the shipped model and data; returns a runner."""
+    pytester.makeini(
+        f"""
+        [pytest]
+        tfopt_model = {MODEL}
+        tfopt_dataset = {DATA}
+        """
+    )
+
+    def run(source: str, *args: str, subprocess: bool = False):
+        pytester.makepyfile(test_suite=source)
+        cli = ["-p", "no:cacheprovider", f"--tfopt-cache-dir={shared_cache}", "--tfopt-threads=1", *args]
+        if subprocess:
+            return pytester.runpytest_subprocess(*cli)
+        return pytester.runpytest(*cli)
+
+    return run
