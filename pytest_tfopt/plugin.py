@@ -69,7 +69,7 @@ class TfoptState:
         opt = config.option
         self.config = config
         self.strict = bool(opt.tfopt_strict)
-        self.threads = opt.tfopt_threads or tfenv.default_threads()
+        self.threads = tfenv.default_threads() if opt.tfopt_threads is None else opt.tfopt_threads
         if self.threads < 1:
             raise UsageError(f"--tfopt-threads={opt.tfopt_threads}: use 1 or more threads")
         self.rebuild = bool(opt.tfopt_rebuild)

@@ -1,0 +1,37 @@
+"""Under pytest -n 2 both workers share one cache: each artifact is built once, then reused."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_two_workers_reuse_one_cached_artifact(pytester, tmp_path, model_path, data_path):
+    pytester.makeini(f"[pytest]\ntfopt_model = {model_path}\ntfopt_dataset = {data_path}\n")
+    pytester.makepyfile(
+        """
+import json, os
+import pytest
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.parametrize("n", range(4))
+@pytest.mark.max_size_kb(40)
+def test_uses_int8(optimized_model, n):
+    record = {"worker": os.environ.get("PYTEST_XDIST_WORKER"), "path": optimized_model.path}
+    with open(f"seen-{n}.json", "w") as fh:
+        json.dump(record, fh)
+"""
+    )
+    cache = tmp_path / "cache"
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", f"--tfopt-cache-dir={cache}",
+                                           "--tfopt-threads=1")
+    result.assert_outcomes(passed=4)
+    seen = [json.loads((pytester.path / f"seen-{n}.json").read_text()) for n in range(4)]
+    assert {s["worker"] for s in seen} == {"gw0", "gw1"}
+    assert len({s["path"] for s in seen}) == 1  # one artifact file, used by both workers
+    builds = (cache / "builds.log").read_text().splitlines()
+    variants = sorted(line.split("variant=")[1] for line in builds)
+    assert variants == ["fp32", "int8"], builds  # int8 and its fp32 reference, each built once
+    # the controller merges the workers' rows and cache counts into one summary
+    result.stdout.fnmatch_lines(["*tfopt summary*"])
+    assert sum("int8     tflite" in line for line in result.stdout.lines) == 4
+    result.stdout.fnmatch_lines(["artifacts: 2 built (*s), 2 reused; cache: *"])
