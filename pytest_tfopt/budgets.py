@@ -1,8 +1,8 @@
 """Budgets: the thresholds a variant must meet, and their verdicts.
 
 Each budget comes from one marker (``max_accuracy_drop``, ``max_latency_ms``,
-``max_size_kb``, ``min_compression_ratio``; ``min_accuracy_drop`` is an alias of
-``max_accuracy_drop``). :func:`parse_marker` validates the arguments;
+``max_size_kb``, ``min_compression_ratio``, ``min_sparsity``, ``max_unique_weights``;
+``min_accuracy_drop`` is an alias of ``max_accuracy_drop``). :func:`parse_marker` validates the arguments;
 ``Budget.check(model, reference)`` measures and returns a :class:`Verdict`.
 Sizes are KB = 1024 bytes; latencies are ms; accuracy drops are in the metric's
 units (fractions for top-1: 0.01 = 1 point).
@@ -111,20 +111,78 @@ class MaxSize:
 
 @dataclass(frozen=True)
 class MinCompression:
-    """fp32 bytes / variant bytes must be at least ``ratio``."""
+    """fp32 bytes / variant bytes must be at least ``ratio`` (gzip bytes when ``compressed``)."""
 
     ratio: float
+    compressed: bool = False
     marker: str = "min_compression_ratio"
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
-        value = reference.size_bytes / model.size_bytes
+        if self.compressed:
+            ours, theirs, unit = model.gzip_size_bytes, reference.gzip_size_bytes, "gzip B"
+        else:
+            ours, theirs, unit = model.size_bytes, reference.size_bytes, "B"
+        value = theirs / ours
         passed = value >= self.ratio
+        flag = ", compressed=True" if self.compressed else ""
         text = (
-            f"min_compression_ratio({self.ratio:g}) {'holds' if passed else 'broken'}: {_head(model)}: "
-            f"ratio {value:.2f}x (fp32 {reference.size_bytes} B / {model.variant} {model.size_bytes} B) "
+            f"min_compression_ratio({self.ratio:g}{flag}) {'holds' if passed else 'broken'}: {_head(model)}: "
+            f"ratio {value:.2f}x (fp32 {theirs} {unit} / {model.variant} {ours} {unit}) "
             f"{'>=' if passed else '<'} budget {self.ratio:g}x"
         )
-        return Verdict(self.marker, passed, value, float(reference.size_bytes), self.ratio, text)
+        return Verdict(self.marker, passed, value, float(theirs), self.ratio, text)
+
+
+def _stage_stats(model: RunnableModel, key: str) -> dict[str, float]:
+    """Per-layer statistics ``key`` recorded by the variant's transforms (merged over stages)."""
+    out: dict[str, float] = {}
+    for stage in model.artifact.metadata.get("stages", []):
+        out.update(stage.get(key, {}))
+    return out
+
+
+@dataclass(frozen=True)
+class MinSparsity:
+    """Every layer the pruning touched must have at least ``limit`` zero weights (fraction)."""
+
+    limit: float
+    marker: str = "min_sparsity"
+
+    def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
+        per_layer = _stage_stats(model, "sparsity")
+        if not per_layer:
+            return Verdict(self.marker, False, 0.0, None, self.limit,
+                           f"min_sparsity({self.limit:g}) broken: {_head(model)} records no sparsity: "
+                           "only pruned(...) variants do (e.g. pruned(sparsity=0.8)+int8)")
+        layer, value = min(per_layer.items(), key=lambda kv: kv[1])
+        passed = value >= self.limit - 1e-9
+        text = (
+            f"min_sparsity({self.limit:g}) {'holds' if passed else 'broken'}: {_head(model)}: "
+            f"lowest layer sparsity {value:.3f} ({layer}) {'>=' if passed else '<'} budget {self.limit:g}"
+        )
+        return Verdict(self.marker, passed, value, None, self.limit, text)
+
+
+@dataclass(frozen=True)
+class MaxUniqueWeights:
+    """Every layer the clustering touched may hold at most ``limit`` distinct weight values."""
+
+    limit: int
+    marker: str = "max_unique_weights"
+
+    def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
+        per_layer = _stage_stats(model, "unique_weights")
+        if not per_layer:
+            return Verdict(self.marker, False, 0.0, None, float(self.limit),
+                           f"max_unique_weights({self.limit}) broken: {_head(model)} records no weight clusters: "
+                           "only clustered(...) variants do (e.g. clustered(clusters=16)+int8)")
+        layer, value = max(per_layer.items(), key=lambda kv: kv[1])
+        passed = value <= self.limit
+        text = (
+            f"max_unique_weights({self.limit}) {'holds' if passed else 'broken'}: {_head(model)}: "
+            f"most unique weights {value} ({layer}) {'<=' if passed else '>'} budget {self.limit}"
+        )
+        return Verdict(self.marker, passed, float(value), None, float(self.limit), text)
 
 
 def _accuracy(marker: str, limit: Any = None, relative: bool = False, metric: Any = None) -> AccuracyDrop:
@@ -154,10 +212,27 @@ def _size(limit_kb: Any = None) -> MaxSize:
     return MaxSize(_number(limit_kb, "max_size_kb budget"))
 
 
-def _ratio(ratio: Any = None) -> MinCompression:
+def _ratio(ratio: Any = None, compressed: Any = False) -> MinCompression:
     if ratio is None:
         raise UsageError("min_compression_ratio needs the ratio, e.g. @pytest.mark.min_compression_ratio(2.0)")
-    return MinCompression(_number(ratio, "min_compression_ratio"))
+    if not isinstance(compressed, bool):
+        raise UsageError(f"min_compression_ratio(compressed=...) must be True or False, got {compressed!r}")
+    return MinCompression(_number(ratio, "min_compression_ratio"), compressed)
+
+
+def _sparsity(limit: Any = None) -> MinSparsity:
+    if limit is None:
+        raise UsageError("min_sparsity needs the fraction of zero weights, e.g. @pytest.mark.min_sparsity(0.5)")
+    value = _number(limit, "min_sparsity", allow_zero=True)
+    if value > 1:
+        raise UsageError(f"min_sparsity({limit!r}) is a fraction of weights: use a value in [0, 1]")
+    return MinSparsity(value)
+
+
+def _unique(limit: Any = None) -> MaxUniqueWeights:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise UsageError(f"max_unique_weights needs a whole number >= 1, got {limit!r}; e.g. max_unique_weights(16)")
+    return MaxUniqueWeights(limit)
 
 
 PARSERS = {
@@ -166,6 +241,8 @@ PARSERS = {
     "max_latency_ms": _latency,
     "max_size_kb": _size,
     "min_compression_ratio": _ratio,
+    "min_sparsity": _sparsity,
+    "max_unique_weights": _unique,
 }
 
 MARKER_DOCS = {
@@ -173,7 +250,9 @@ MARKER_DOCS = {
     "min_accuracy_drop": "min_accuracy_drop(drop, relative=False, metric=None): alias of max_accuracy_drop (same meaning).",
     "max_latency_ms": "max_latency_ms(ms, percentile=50, batch_size=1): the variant's latency percentile must be at most `ms`.",
     "max_size_kb": "max_size_kb(kb): the variant's artifact must be at most `kb` KB (1 KB = 1024 bytes).",
-    "min_compression_ratio": "min_compression_ratio(ratio): fp32 bytes / variant bytes must be at least `ratio`.",
+    "min_compression_ratio": "min_compression_ratio(ratio, compressed=False): fp32 bytes / variant bytes (gzip bytes if compressed) must be at least `ratio`.",
+    "min_sparsity": "min_sparsity(fraction): every layer a pruned(...) stage touched has at least this fraction of zero weights.",
+    "max_unique_weights": "max_unique_weights(n): every layer a clustered(...) stage touched has at most n distinct weight values.",
 }
 
 

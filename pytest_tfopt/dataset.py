@@ -34,8 +34,10 @@ class Dataset:
         name: str = "dataset",
     ) -> None:
         self.x = _as_inputs(x, name)
-        self.y = None if y is None else np.asarray(y)
+        self.y = None if y is None else _as_labels(y, name)
         self.name = name
+        if len(self.x) == 0:
+            raise DatasetError(f"{name}: the data set is empty (0 samples): give at least one sample")
         if self.y is not None and len(self.y) != len(self.x):
             raise DatasetError(
                 f"{name}: {len(self.x)} inputs but {len(self.y)} labels: give one label per sample"
@@ -54,8 +56,12 @@ class Dataset:
         return _joined(train, test, "arrays")
 
     @classmethod
-    def from_tf_data(cls, data: Any) -> Dataset:
-        """From a ``tf.data.Dataset`` of ``x`` or ``(x, y)`` elements (batched or not)."""
+    def from_tf_data(cls, data: Any, batched: bool | None = None) -> Dataset:
+        """From a ``tf.data.Dataset`` of ``x`` or ``(x, y)`` elements (batched or not).
+
+        ``batched=None`` detects it: a ``batch``/``padded_batch`` op in the pipeline (also with
+        ``drop_remainder=True``, where the batch axis is static), else a free leading axis.
+        """
         xs, ys = [], []
         for element in data.as_numpy_iterator():
             if isinstance(element, tuple):
@@ -67,11 +73,17 @@ class Dataset:
                 ys.append(np.asarray(y))
         if not xs:
             raise DatasetError("tf.data.Dataset is empty: give it at least one sample")
-        spec = data.element_spec
-        x_spec = spec[0] if isinstance(spec, tuple) else spec
-        batched = len(x_spec.shape) > 0 and x_spec.shape[0] is None
+        if batched is None:
+            batched = _is_batched(data)
         join = np.concatenate if batched else np.stack
-        return cls(join(xs), join(ys) if ys else None, name="tf.data")
+        try:
+            x_all, y_all = join(xs), join(ys) if ys else None
+        except ValueError as exc:
+            raise DatasetError(
+                f"tf.data.Dataset elements do not fit together ({str(exc).splitlines()[0][:120]}): "
+                "give every sample the same shape (or pass batched= explicitly)"
+            ) from None
+        return cls(x_all, y_all, name="tf.data")
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike) -> Dataset:
@@ -80,13 +92,20 @@ class Dataset:
         if not os.path.exists(path):
             raise DatasetError(f"data set {path!r} does not exist: check tfopt_dataset / the path")
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
+            loaded = np.load(path, allow_pickle=False)
+            if isinstance(loaded, np.lib.npyio.NpzFile):
+                with loaded as npz:
+                    arrays = {k: npz[k] for k in npz.files}
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise DatasetError(
                 f"data set {path!r} is not a readable .npz ({type(exc).__name__}): "
                 "write it with numpy.savez(x_train=..., y_train=..., x_test=..., y_test=...)"
             ) from None
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DatasetError(
+                f"data set {path!r} is a single .npy array, not an .npz of named arrays: "
+                "write it with numpy.savez(x_train=..., y_train=..., x_test=..., y_test=...)"
+            )
         if "x_train" in arrays and "x_test" in arrays:
             train = cls(arrays["x_train"], arrays.get("y_train"), name="train")
             test = cls(arrays["x_test"], arrays.get("y_test"), name="test")
@@ -206,7 +225,12 @@ class Dataset:
 
 
 def _as_inputs(x: Any, name: str) -> np.ndarray:
-    arr = np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except ValueError:  # ragged nested lists
+        raise DatasetError(
+            f"{name}: inputs are ragged (samples of different shapes): pad or resize them to one shape"
+        ) from None
     if arr.ndim == 0:
         raise DatasetError(f"{name}: inputs are a scalar: give an array whose first axis is the samples")
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
@@ -214,6 +238,36 @@ def _as_inputs(x: Any, name: str) -> np.ndarray:
             f"{name}: inputs have dtype {arr.dtype}, not numeric: convert them to float32 (or int) arrays"
         )
     return arr
+
+
+def _as_labels(y: Any, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(y)
+    except ValueError:
+        raise DatasetError(f"{name}: labels are ragged: give one label (or label array) of one shape per sample") from None
+    if arr.ndim == 0:
+        raise DatasetError(f"{name}: labels are a scalar: give an array with one label per sample")
+    return arr
+
+
+def _is_batched(data: Any) -> bool:
+    """Whether a ``tf.data.Dataset`` yields batches: the nearest batch/unbatch op decides."""
+    node, seen = data, 0
+    while node is not None and seen < 1000:
+        kind = type(node).__name__.lower()
+        if "unbatch" in kind:
+            return False
+        if "batch" in kind:
+            return True
+        inputs = getattr(node, "_input_dataset", None)
+        if inputs is None:
+            many = getattr(node, "_datasets", None)
+            inputs = many[0] if isinstance(many, (list, tuple)) and many else None
+        node, seen = inputs, seen + 1
+    spec = data.element_spec
+    x_spec = spec[0] if isinstance(spec, tuple) else spec
+    shape = getattr(x_spec, "shape", None)
+    return shape is not None and shape.rank is not None and shape.rank > 0 and shape[0] is None
 
 
 def _joined(train: Dataset, test: Dataset, name: str) -> Dataset:

@@ -64,17 +64,24 @@ def check_input_shape(expected: tuple[int | None, ...], x: np.ndarray, what: str
     """Raise when per-sample shape of ``x`` does not match ``expected`` (``None`` matches anything)."""
     from .errors import DatasetError
 
-    got = tuple(x.shape[1:])
+    got = tuple(int(d) for d in x.shape[1:])
     fits = len(got) == len(expected) and all(e is None or e == g for e, g in zip(expected, got, strict=False))
     if not fits:
-        want = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
+        want = _shape_text(expected)
         hint = ""
-        if int(np.prod(got or (1,))) == int(np.prod([e or 1 for e in expected] or [1])):
-            hint = f" (same size: x.reshape(-1, *{want}) would fit)"
+        # A reshape only helps when every expected axis is fixed and the sizes agree.
+        if expected and None not in expected and int(np.prod(got)) == int(np.prod(expected)):
+            hint = f" (same size: x.reshape(-1, {', '.join(str(e) for e in expected)}) would fit)"
         raise DatasetError(
-            f"{what} samples have shape {got} but {model} expects {want}: reshape the data{hint} "
+            f"{what} samples have shape {_shape_text(got)} but {model} expects {want}: reshape the data{hint} "
             "or use the matching model"
         )
+
+
+def _shape_text(shape: tuple[int | None, ...]) -> str:
+    """``(8, 8, 1)``, ``(4,)``, ``()``, with ``?`` for free axes."""
+    parts = ["?" if d is None else str(d) for d in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
 
 def load_model(model: Any) -> SourceModel:
@@ -126,6 +133,8 @@ def _load_keras_zip(path: str) -> SourceModel:
             meta = json.loads(zf.read("metadata.json"))
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
         raise _damaged(path, exc) from None
+    if not isinstance(meta, dict):
+        raise _damaged(path, ValueError("metadata.json is not a JSON object"))
     major = str(meta.get("keras_version", "3")).split(".")[0]
     return _load_with_keras(path, "tf_keras" if major == "2" else "keras3")
 
@@ -139,13 +148,46 @@ def _load_h5(path: str) -> SourceModel:
         import h5py
 
         with h5py.File(path, "r") as f:
-            version = f.attrs.get("keras_version", b"")
-            version = version.decode() if isinstance(version, bytes) else str(version)
+            version = _text_attr(f.attrs.get("keras_version", b""))
+            config = _text_attr(f.attrs.get("model_config", b""))
         if version.startswith("2"):
             flavour = "tf_keras"
     except Exception as exc:  # h5py raises many kinds on damaged files
         raise _damaged(path, exc) from None
+    if flavour == "tf_keras" and _has_python_lambda(config):
+        # tf_keras ignores safe_mode for .h5 files and would run the marshalled lambda: refuse it here.
+        raise _unsafe(path)
     return _load_with_keras(path, flavour)
+
+
+def _text_attr(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _has_python_lambda(config: str) -> bool:
+    """Whether a Keras model config holds serialized Python bytecode (a ``lambda`` in a Lambda layer)."""
+    try:
+        tree = json.loads(config) if config else None
+    except ValueError:
+        return False  # let the loader report the damage
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if any(k.endswith("_type") and v == "lambda" for k, v in node.items()):
+                return True
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def _unsafe(path: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"model {path!r} contains Python code (a Lambda layer) that safe mode refuses to run: "
+        "load it yourself with safe_mode=False if you trust it and return the model from the "
+        "tfopt_model fixture"
+    )
 
 
 def _keras_module(flavour: str) -> Any:
@@ -168,11 +210,7 @@ def _load_with_keras(path: str, flavour: str) -> SourceModel:
     except Exception as exc:
         text = str(exc)
         if "safe_mode" in text or "Lambda" in text:
-            raise ModelLoadError(
-                f"model {path!r} contains Python code (a Lambda layer) that safe mode refuses to run: "
-                "load it yourself with safe_mode=False if you trust it and return the model from the "
-                "tfopt_model fixture"
-            ) from None
+            raise _unsafe(path) from None
         raise _damaged(path, exc) from None
     return _from_keras(model, os.path.basename(path), path=path)
 
@@ -190,12 +228,13 @@ def _keras_flavour(obj: Any) -> str | None:
 def _from_keras(model: Any, name: str, path: str | None) -> SourceModel:
     flavour = _keras_flavour(model)
     try:
-        inputs = list(model.inputs)
-    except (AttributeError, ValueError):
+        inputs = list(model.inputs or [])  # tf_keras subclassed models have inputs None
+    except (AttributeError, ValueError, TypeError):
         inputs = []
     if not inputs:
         raise ModelLoadError(
-            f"model {name!r} has no defined inputs: build it with an Input layer or call it once on data"
+            f"model {name!r} has no defined inputs: build it with an Input layer, or wrap it as "
+            "keras.Model(inp, model(inp)) with inp = keras.Input(shape)"
         )
     if len(inputs) != 1 or len(model.outputs) != 1:
         raise ModelLoadError(
@@ -209,12 +248,50 @@ def _from_keras(model: Any, name: str, path: str | None) -> SourceModel:
 
 def _hash_keras(model: Any) -> str:
     h = hashlib.sha256()
-    h.update(model.to_json().encode())
+    try:
+        h.update(model.to_json().encode())
+    except Exception:  # a custom layer without get_config(): describe the layers instead
+        h.update(_describe_layers(model).encode())
     for w in model.get_weights():
         w = np.ascontiguousarray(w)
         h.update(f"{w.dtype.str}{w.shape}".encode())
         h.update(w.tobytes())
     return h.hexdigest()
+
+
+def _describe_layers(model: Any) -> str:
+    """A deterministic description of a model whose config cannot be serialized.
+
+    Each layer contributes its class, name and config; a layer whose ``get_config()`` fails
+    contributes its public plain-value attributes (numbers, strings, arrays), so constants
+    passed to its constructor still reach the hash.
+    """
+    flatten = getattr(model, "_flatten_layers", None)
+    layers = list(flatten()) if callable(flatten) else [model, *getattr(model, "layers", [])]
+    parts = []
+    for layer in layers:
+        cls = type(layer)
+        try:
+            config = json.dumps(layer.get_config(), sort_keys=True, default=repr)
+        except Exception:
+            config = json.dumps(_plain_attributes(layer), sort_keys=True)
+        parts.append(f"{cls.__module__}.{cls.__qualname__}:{getattr(layer, 'name', '')}:{config}")
+    return "\n".join(parts)
+
+
+def _plain_attributes(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in sorted(vars(obj).items()):
+        if key.startswith("_"):
+            continue
+        if isinstance(value, np.ndarray):
+            value = np.ascontiguousarray(value)
+            out[key] = f"{value.dtype.str}{value.shape}:{hashlib.sha256(value.tobytes()).hexdigest()}"
+        elif isinstance(value, (bool, int, float, str, type(None))):
+            out[key] = value
+        elif isinstance(value, (tuple, list)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+            out[key] = list(value)
+    return out
 
 
 def _hash_dir(path: str) -> str:

@@ -7,6 +7,7 @@ Nothing here converts or measures: it turns options and markers into
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,13 +78,11 @@ class TfoptState:
         self.calibration_size = _int_ini(config, "tfopt_calibration_size")
         self.variants = default_variants()
         self.backends = default_backends()
-        config.hook.tfopt_register_variants.call_historic(kwargs={"registry": self.variants})
-        config.hook.tfopt_register_backends.call_historic(kwargs={"registry": self.backends})
+        config.hook.pytest_tfopt_register_variants.call_historic(kwargs={"registry": self.variants})
+        config.hook.pytest_tfopt_register_backends.call_historic(kwargs={"registry": self.backends})
         self.backend_names = self._backend_names(opt.tfopt_backend)
         self.cli_variants = split_variants(opt.tfopt_variants) if opt.tfopt_variants else None
         self.ini_variants = split_variants(config.getini("tfopt_variants") or DEFAULT_VARIANTS)
-        for v in (self.cli_variants or []) + self.ini_variants:
-            self.variants.resolve(v)
         self.rows: list[dict[str, Any]] = []
         self.cache_stats = CacheStats()
         self._benches: dict[tuple[Any, Any], tuple[Any, Any, Workbench]] = {}
@@ -113,9 +112,31 @@ class TfoptState:
         key = (_identity(model), _identity(dataset))
         if key not in self._benches:
             bench = Workbench(model, dataset, cache_dir=self.cache_dir, threads=self.threads, rebuild=self.rebuild,
-                              calibration_size=self.calibration_size, variants=self.variants, backends=self.backends)
+                              calibration_size=self.calibration_size, variants=self.variants, backends=self.backends,
+                              log=self.progress)
             self._benches[key] = (model, dataset, bench)  # keep the objects alive so ids stay unique
         return self._benches[key][2]
+
+    def pytest_plugin_registered(self, plugin: object) -> None:
+        """Call ``tfopt_register_variants``/``tfopt_register_backends`` of plugins and conftests.
+
+        pytest replays this hook for every plugin registered before this one, too.
+        """
+        for attr, registry in (("tfopt_register_variants", self.variants), ("tfopt_register_backends", self.backends)):
+            register = getattr(plugin, attr, None)
+            if callable(register):
+                register(registry=registry)
+
+    def progress(self, message: str) -> None:
+        """Progress of long builds (a line per stage and epoch) on the terminal, unless -q."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None and self.config.get_verbosity() >= 0:
+            with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+                reporter.ensure_newline()
+                reporter.write_line(f"[tfopt] {message}")
+        else:
+            logging.getLogger("pytest_tfopt").info(message)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Collect result rows (in the xdist controller they arrive in workers' reports)."""

@@ -95,3 +95,29 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def tfmot() -> Any:
+    """Import tensorflow_model_optimization without letting it flip ``tf.keras``.
+
+    tfmot sets ``TF_USE_LEGACY_KERAS=1`` at import and then touches ``tf.keras``;
+    if nothing resolved ``tf.keras`` before, it becomes tf_keras for the whole
+    process. Under ``tfopt_keras = auto`` we resolve ``tf.keras`` first and restore
+    the variable afterwards, so what ``tf.keras`` is never depends on import order.
+    tfmot itself always works on tf_keras models.
+    """
+    tf = tensorflow()
+    if "tensorflow_model_optimization" not in sys.modules and _settings.keras == "auto":
+        before = os.environ.get("TF_USE_LEGACY_KERAS")
+        getattr(tf.keras, "__name__", None)  # resolve the lazy tf.keras now, as configured
+        try:
+            import tensorflow_model_optimization as mot
+        finally:
+            if before is None:
+                os.environ.pop("TF_USE_LEGACY_KERAS", None)
+            else:
+                os.environ["TF_USE_LEGACY_KERAS"] = before
+        return mot
+    import tensorflow_model_optimization as mot
+
+    return mot

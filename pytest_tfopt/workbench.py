@@ -10,8 +10,10 @@ Usable without pytest::
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from . import tfenv
@@ -24,10 +26,11 @@ from .errors import BackendUnavailable, DatasetError, ModelLoadError
 from .measure.latency import LatencySettings
 from .models import SourceModel, load_model
 from .runnable import RunnableModel
-from .variants import VariantRegistry
+from .variants import Plan, VariantRegistry
 from .variants import default_registry as default_variants
 
 DEFAULT_CALIBRATION_SIZE = 200
+_logger = logging.getLogger("pytest_tfopt")
 
 
 class Workbench:
@@ -42,7 +45,7 @@ class Workbench:
                  threads: int | None = None, rebuild: bool = False,
                  calibration_size: int = DEFAULT_CALIBRATION_SIZE,
                  variants: VariantRegistry | None = None, backends: BackendRegistry | None = None,
-                 latency: LatencySettings | None = None) -> None:
+                 latency: LatencySettings | None = None, log: Callable[[str], None] | None = None) -> None:
         self._model_arg = model
         self._dataset_arg = dataset
         self.cache = ArtifactCache(cache_dir or os.path.join(tempfile.gettempdir(), "pytest-tfopt-cache"), rebuild)
@@ -51,6 +54,7 @@ class Workbench:
         self.variants = variants or default_variants()
         self.backends = backends or default_backends()
         self.latency_settings = latency or LatencySettings()
+        self.log = log or _logger.info
         self._source: SourceModel | None = None
         self._dataset: Dataset | None = None
         self._runnables: dict[tuple[str, str], RunnableModel] = {}
@@ -92,44 +96,65 @@ class Workbench:
 
     def build(self, variant: str, backend: str = "tflite") -> Artifact:
         """The artifact of ``variant`` for ``backend``, from the cache or built now."""
-        spec, recipe = self.variants.resolve(variant)
+        plan = self.variants.resolve(variant)
         be = self.backend(backend)
         source = self.source
-        params = dict(spec.params)
+        spec, recipe = plan.precision
+        params = {**recipe.params, **dict(spec.params)}
         calibration = None
-        if recipe.needs_calibration:
+        if plan.needs_calibration:
             calibration = self.calibration(params.get("calibration_size"))
             calibration.check_finite(f"calibration data ({calibration.name})")
             source.check_inputs(calibration.x, "calibration data")
+        train = self.dataset.train if plan.trains else None
         versions = {**tfenv.library_versions(), **be.versions()}
         provenance = {
-            "variant": spec.id,
+            "variant": plan.id,
             "backend": be.name,
             "source_model": source.name,
             "source_hash": source.hash,
             "calibration_hash": calibration.hash if calibration is not None else None,
             "calibration_size": len(calibration) if calibration is not None else 0,
+            "training_hash": train.hash if train is not None else None,
             "versions": versions,
         }
         key = cache_key(provenance)
 
         def make() -> Artifact:
-            built = be.build(source, recipe, calibration, params)
-            return Artifact(built.content, {**built.metadata, **provenance, "cache_key": key}, be.artifact_suffix)
+            self.log(f"building {plan.id} for {be.name} ({source.name})")
+            built_from, stages = self._transform(plan, source, train)
+            built = be.build(built_from, recipe, calibration, params)
+            meta = {**built.metadata, **provenance, "stages": stages, "cache_key": key}
+            return Artifact(built.content, meta, be.artifact_suffix)
 
         return self.cache.get_or_build(key, make)
 
+    def _transform(self, plan: Plan, source: SourceModel, train: Dataset | None) -> tuple[SourceModel, list[dict]]:
+        """Apply the plan's model-level transforms; returns the model to convert and per-stage stats."""
+        if not plan.transforms:
+            return source, []
+        from .models import _from_keras
+        from .variants.training import as_tf_keras
+
+        model = as_tf_keras(source.model, source.kind, source.name)
+        stages = []
+        for spec, recipe in plan.transforms:
+            self.log(f"stage {spec.id}")
+            model, stats = recipe.apply(model, train, {**recipe.params, **dict(spec.params)}, self.log)
+            stages.append({"stage": spec.id, **stats})
+        return _from_keras(model, f"{source.name}:{plan.id}", path=None), stages
+
     def runnable(self, variant: str, backend: str = "tflite") -> RunnableModel:
         """``variant`` built and loaded on ``backend`` (memoized)."""
-        spec, _ = self.variants.resolve(variant)
-        memo = (spec.id, backend)
+        plan = self.variants.resolve(variant)
+        memo = (plan.id, backend)
         if memo not in self._runnables:
-            artifact = self.build(spec.id, backend)
+            artifact = self.build(plan.id, backend)
             runner = self.backend(backend).load(artifact, self.threads)
             eval_data = self._evaluation_or_none()
             if eval_data is not None:
                 self.source.check_inputs(eval_data.x, "evaluation data")
-            self._runnables[memo] = RunnableModel(spec.id, backend, artifact, runner, eval_data, self.latency_settings)
+            self._runnables[memo] = RunnableModel(plan.id, backend, artifact, runner, eval_data, self.latency_settings)
         return self._runnables[memo]
 
     def reference(self, backend: str = "tflite") -> RunnableModel:

@@ -1,6 +1,9 @@
 """Variant recipes: how a source model becomes an optimized artifact.
 
-A variant is named by a spec string such as ``int8`` or ``int8(calibration_size=100)``.
+A variant is named by a spec string such as ``int8``, ``int8(calibration_size=100)`` or a
+chain ``pruned(sparsity=0.8)+int8``: zero or more model-level *transforms* (pruning,
+clustering, QAT, ...) followed by one *precision* (a converter recipe). A chain that ends
+in a transform gets that transform's default precision appended.
 Recipes live in a :class:`VariantRegistry`; the built-ins register through the same
 :meth:`VariantRegistry.register` a third party uses (see ``hookspecs.py``).
 """
@@ -38,18 +41,59 @@ class VariantSpec:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A named way to build an artifact.
+    """A named way to build an artifact (a *precision*) or to change a model (a *transform*).
 
-    ``build(source, calibration, params) -> Artifact``; ``params`` lists the accepted
-    keyword parameters and their defaults; ``needs_calibration`` says whether
-    ``calibration`` data is used (it is then part of the cache key).
+    Precision: ``build(source, calibration, params) -> Artifact``.
+    Transform: ``apply(model, train, params, log) -> (model, stats)`` on a tf_keras model,
+    ``train`` being the labelled training split; ``stats`` (JSON-able) lands in the
+    artifact metadata. ``params`` lists the accepted keyword parameters and their
+    defaults; ``needs_calibration`` says whether calibration data is used (it is then
+    part of the cache key); ``default_precision`` ends a chain that ends in this transform;
+    ``validate(params)`` raises :class:`UsageError` for bad values.
     """
 
     name: str
-    build: Callable[..., Any]
+    build: Callable[..., Any] | None = None
     description: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     needs_calibration: bool = False
+    apply: Callable[..., Any] | None = None
+    default_precision: str = "fp32"
+    validate: Callable[[dict[str, Any]], None] | None = None
+
+    @property
+    def is_transform(self) -> bool:
+        return self.apply is not None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved variant: transforms (in order) and the final precision."""
+
+    stages: tuple[tuple[VariantSpec, Recipe], ...]
+
+    @property
+    def id(self) -> str:
+        return "+".join(spec.id for spec, _ in self.stages)
+
+    @property
+    def transforms(self) -> tuple[tuple[VariantSpec, Recipe], ...]:
+        return self.stages[:-1]
+
+    @property
+    def precision(self) -> tuple[VariantSpec, Recipe]:
+        return self.stages[-1]
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.precision[1].needs_calibration
+
+    @property
+    def trains(self) -> bool:
+        return bool(self.transforms)
+
+    def __str__(self) -> str:
+        return self.id
 
 
 def parse_variant(text: str) -> VariantSpec:
@@ -72,19 +116,23 @@ def parse_variant(text: str) -> VariantSpec:
     return VariantSpec(name, tuple(sorted(params.items())))
 
 
-def split_variants(text: str) -> list[str]:
-    """Split a comma list of variants, keeping commas inside parentheses."""
+def _split_top(text: str, sep: str) -> list[str]:
     out, depth, cur = [], 0, ""
     for ch in text:
         depth += ch == "("
         depth -= ch == ")"
-        if ch == "," and depth == 0:
+        if ch == sep and depth == 0:
             out.append(cur.strip())
             cur = ""
         else:
             cur += ch
     out.append(cur.strip())
-    return [v for v in out if v]
+    return out
+
+
+def split_variants(text: str) -> list[str]:
+    """Split a comma list of variants, keeping commas inside parentheses."""
+    return [v for v in _split_top(text, ",") if v]
 
 
 class VariantRegistry:
@@ -100,8 +148,8 @@ class VariantRegistry:
     def names(self) -> list[str]:
         return sorted(self._recipes)
 
-    def resolve(self, text: str | VariantSpec) -> tuple[VariantSpec, Recipe]:
-        """The spec and recipe for ``text``; unknown names and parameters are usage errors."""
+    def stage(self, text: str | VariantSpec) -> tuple[VariantSpec, Recipe]:
+        """The spec and recipe of one stage; unknown names and parameters are usage errors."""
         spec = text if isinstance(text, VariantSpec) else parse_variant(text)
         recipe = self._recipes.get(spec.name)
         if recipe is None:
@@ -110,13 +158,37 @@ class VariantRegistry:
         if unknown:
             valid = ", ".join(recipe.params) or "none"
             raise UsageError(f"variant {spec.name!r} has no parameter {unknown[0]!r}: valid parameters are {valid}")
+        if recipe.validate is not None:
+            recipe.validate({**recipe.params, **dict(spec.params)})
         return spec, recipe
+
+    def resolve(self, text: str | Plan) -> Plan:
+        """The :class:`Plan` for ``text`` (``A+B+...``): transforms first, one precision last."""
+        if isinstance(text, Plan):
+            return text
+        parts = _split_top(text or "", "+")
+        if any(not p for p in parts):
+            raise UsageError(f"variant {text!r} has an empty stage: write e.g. pruned(sparsity=0.8)+int8")
+        stages = [self.stage(p) for p in parts]
+        for spec, recipe in stages[:-1]:
+            if not recipe.is_transform:
+                raise UsageError(
+                    f"variant {text!r}: {spec.name!r} is a precision and must come last; "
+                    f"transforms are {', '.join(self.transform_names()) or 'none'}"
+                )
+        if stages[-1][1].is_transform:
+            stages.append(self.stage(stages[-1][1].default_precision))
+        return Plan(tuple(stages))
+
+    def transform_names(self) -> list[str]:
+        return sorted(n for n, r in self._recipes.items() if r.is_transform)
 
 
 def default_registry() -> VariantRegistry:
     """A registry holding the built-in recipes."""
-    from . import ptq
+    from . import ptq, tfmot_recipes
 
     registry = VariantRegistry()
     ptq.register(registry)
+    tfmot_recipes.register(registry)
     return registry
