@@ -32,9 +32,10 @@ class Dataset:
         *,
         splits: tuple[Dataset, Dataset] | None = None,
         name: str = "dataset",
+        _owned: bool = False,
     ) -> None:
-        self.x = _as_inputs(x, name)
-        self.y = None if y is None else _as_labels(y, name)
+        self.x = _frozen(_as_inputs(x, name), _owned)
+        self.y = None if y is None else _frozen(_as_labels(y, name), _owned)
         self.name = name
         if len(self.x) == 0:
             raise DatasetError(f"{name}: the data set is empty (0 samples): give at least one sample")
@@ -167,7 +168,8 @@ class Dataset:
 
     def take(self, index: Any, name: str | None = None) -> Dataset:
         """The samples at ``index`` as a new data set."""
-        return Dataset(self.x[index], None if self.y is None else self.y[index], name=name or self.name)
+        x, y = self.x[index], None if self.y is None else self.y[index]
+        return Dataset(x, y, name=name or self.name, _owned=not np.shares_memory(x, self.x))
 
     def sample(self, size: int, seed: int = DEFAULT_SEED, name: str = "calibration") -> Dataset:
         """``size`` samples drawn without replacement, seeded (all of them if fewer)."""
@@ -222,6 +224,15 @@ class Dataset:
                 h.update(arr.tobytes())
             self._hash = h.hexdigest()
         return self._hash
+
+
+def _frozen(arr: np.ndarray, owned: bool = False) -> np.ndarray:
+    """Read-only (a copy unless ``owned`` or already read-only): the content hash must stay
+    true to the data even when callers go on changing their own arrays."""
+    if arr.flags.writeable:
+        arr = arr if owned else np.array(arr, copy=True)
+        arr.flags.writeable = False
+    return arr
 
 
 def _as_inputs(x: Any, name: str) -> np.ndarray:

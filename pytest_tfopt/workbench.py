@@ -136,12 +136,16 @@ class Workbench:
         from .models import _from_keras
         from .variants.training import as_tf_keras
 
-        model = as_tf_keras(source.model, source.kind, source.name)
+        model: Any = source
         stages = []
         for spec, recipe in plan.transforms:
             self.log(f"stage {spec.id}")
+            if recipe.needs_keras and isinstance(model, SourceModel):
+                model = as_tf_keras(model.model, model.kind, model.name)
             model, stats = recipe.apply(model, train, {**recipe.params, **dict(spec.params)}, self.log)
             stages.append({"stage": spec.id, **stats})
+        if isinstance(model, SourceModel):  # e.g. graphopt hands back a SavedModel
+            return model, stages
         return _from_keras(model, f"{source.name}:{plan.id}", path=None), stages
 
     def runnable(self, variant: str, backend: str = "tflite") -> RunnableModel:

@@ -459,3 +459,13 @@ def test_train_and_test_shapes_differ_in_npz(tmp_path):
     with pytest.raises(DatasetError) as excinfo:
         Dataset.from_npz(path)
     one_line(excinfo, "mixed.npz: train inputs have shape (3,) but test inputs (5,)", "same per-sample shape")
+
+
+def test_dataset_keeps_its_own_read_only_copy():
+    x = np.zeros((10, 3), np.float32)
+    data = Dataset(x, np.arange(10))
+    before = data.hash
+    x[0, 0] = 5.0  # the caller goes on using its array
+    assert data.x[0, 0] == 0.0 and data.hash == before
+    with pytest.raises(ValueError):
+        data.x[0, 0] = 1.0

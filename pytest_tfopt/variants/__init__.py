@@ -44,9 +44,12 @@ class Recipe:
     """A named way to build an artifact (a *precision*) or to change a model (a *transform*).
 
     Precision: ``build(source, calibration, params) -> Artifact``.
-    Transform: ``apply(model, train, params, log) -> (model, stats)`` on a tf_keras model,
-    ``train`` being the labelled training split; ``stats`` (JSON-able) lands in the
-    artifact metadata. ``params`` lists the accepted keyword parameters and their
+    Transform: ``apply(model, train, params, log) -> (model, stats)``. With
+    ``needs_keras`` (the default) ``model`` is a tf_keras model (rebuilt from Keras 3 if
+    need be); without it, it is the current :class:`~pytest_tfopt.models.SourceModel`.
+    It returns a Keras model or a ``SourceModel`` (e.g. a SavedModel). ``train`` is the
+    training split (``None`` when the data set has none); ``stats`` (JSON-able) lands in
+    the artifact metadata. ``params`` lists the accepted keyword parameters and their
     defaults; ``needs_calibration`` says whether calibration data is used (it is then
     part of the cache key); ``default_precision`` ends a chain that ends in this transform;
     ``validate(params)`` raises :class:`UsageError` for bad values.
@@ -60,6 +63,7 @@ class Recipe:
     apply: Callable[..., Any] | None = None
     default_precision: str = "fp32"
     validate: Callable[[dict[str, Any]], None] | None = None
+    needs_keras: bool = True
 
     @property
     def is_transform(self) -> bool:
