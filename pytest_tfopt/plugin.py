@@ -7,6 +7,7 @@ Nothing here converts or measures: it turns options and markers into
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 from collections.abc import Iterator
@@ -15,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from . import tfenv
+from . import baseline, budgets_file, report, tfenv
 from .backends import default_registry as default_backends
 from .budgets import MARKER_DOCS, PARSERS, parse_marker
 from .cache import CacheStats
 from .errors import BackendUnavailable, TfoptError, UsageError
 from .report.terminal import table_lines
-from .results import result_row
+from .results import JUNIT_FIELDS, result_row
 from .variants import default_registry as default_variants
 from .variants import split_variants
 from .workbench import DEFAULT_CALIBRATION_SIZE, Workbench
@@ -54,6 +55,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "among xdist workers")
     group.addoption("--tfopt-strict", action="store_true", default=False,
                     help="fail, instead of skip, tests whose backend or variant cannot run here")
+    group.addoption("--tfopt-budgets", default=None, metavar="PATH",
+                    help="budgets file (default: tfopt-budgets.toml or [tool.tfopt.budgets] in pyproject.toml)")
+    group.addoption("--tfopt-save-baseline", default=None, metavar="PATH",
+                    help="save every result as a baseline (schema-versioned JSON)")
+    group.addoption("--tfopt-baseline", default=None, metavar="PATH",
+                    help="compare against this baseline: change thresholds from the budgets file fail their tests")
+    group.addoption("--tfopt-update-baseline", action="store_true", default=False,
+                    help="ratchet: rewrite --tfopt-baseline where results improved")
+    group.addoption("--tfopt-report", action="append", default=[], metavar="PATH",
+                    help="write a report; format by extension: .json, .md, .html, .benchmark.json (repeatable)")
+    group.addoption("--tfopt-tensorboard", default=None, metavar="DIR",
+                    help="write every metric as TensorBoard scalars, one run per variant and backend")
     parser.addini("tfopt_model", "source model: .keras/.h5 file, SavedModel dir or .tflite (relative to the ini file)")
     parser.addini("tfopt_dataset", ".npz data set with x_train,y_train,x_test,y_test or x,y (relative to the ini file)")
     parser.addini("tfopt_variants", f"default variants (comma list); default: {DEFAULT_VARIANTS}", default=DEFAULT_VARIANTS)
@@ -84,6 +97,20 @@ class TfoptState:
         self.cli_variants = split_variants(opt.tfopt_variants) if opt.tfopt_variants else None
         self.ini_variants = split_variants(config.getini("tfopt_variants") or DEFAULT_VARIANTS)
         self.rows: list[dict[str, Any]] = []
+        for path in opt.tfopt_report:
+            report.format_of(path)
+        if opt.tfopt_tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise UsageError("--tfopt-tensorboard needs TensorBoard: pip install tensorboard (or pytest-tfopt[tensorboard])")
+        if opt.tfopt_update_baseline and not opt.tfopt_baseline:
+            raise UsageError("--tfopt-update-baseline needs --tfopt-baseline PATH (the baseline to ratchet)")
+        self.budgets_file = budgets_file.find(opt.tfopt_budgets, str(config.rootpath))
+        self.baseline = baseline.load(opt.tfopt_baseline) if opt.tfopt_baseline else None
+        self.baseline_rows = {baseline.row_key(r): r for r in (self.baseline or {}).get("rows", [])}
+        self.same_hardware = self.baseline is None or baseline.same_hardware(self.baseline)
+        self.notes: list[str] = []
+        if not self.same_hardware:
+            self.notes.append(f"baseline {opt.tfopt_baseline} was measured on other hardware "
+                              f"({self.baseline.get('hardware', {}).get('cpu', '?')}): only accuracy and size are compared")
         self.cache_stats = CacheStats()
         self._benches: dict[tuple[Any, Any], tuple[Any, Any, Workbench]] = {}
 
@@ -314,8 +341,20 @@ def optimized_model(_tfopt_variant_name: str, tfopt_variant: Any) -> Any:
 
 
 # ---- budgets and results ----------------------------------------------------
-def _budgets(item: pytest.Item) -> list[Any]:
-    return [parse_marker(name, m.args, m.kwargs) for name in PARSERS for m in item.iter_markers(name)]
+def _budgets(item: pytest.Item, state: TfoptState, model: Any) -> tuple[list[Any], list[Any]]:
+    """Value budgets (markers override the budgets file) and change thresholds with baseline values."""
+    marked = {name: parse_marker(name, m.args, m.kwargs) for name in PARSERS for m in item.iter_markers(name)}
+    from_file: dict[str, Any] = {}
+    changes: dict[str, Any] = {}
+    if state.budgets_file is not None:
+        from_file, changes = state.budgets_file.select(item.nodeid, model.variant, model.backend)
+    values = list({**from_file, **marked}.values())
+    base = state.baseline_rows.get((item.nodeid, model.variant, model.backend))
+    checks = []
+    for metric, change in changes.items():
+        comparable = base is not None and (state.same_hardware or metric in baseline.HARDWARE_INDEPENDENT)
+        checks.append((change, baseline.metric_value(base, metric) if comparable else None))
+    return values, checks
 
 
 @pytest.hookimpl(wrapper=True)
@@ -334,7 +373,13 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     verdicts = []
     with _core(state):
         reference = bench.reference(model.backend)
-        verdicts = [budget.check(model, reference) for budget in _budgets(item)]
+        values, changes = _budgets(item, state, model)
+        verdicts = [budget.check(model, reference) for budget in values]
+        for change, was in changes:  # measured even without a baseline, so a saved baseline has them
+            value = change.measure(model)
+            if was is not None:
+                verdicts.append(change.check(model, was, value))
+    _measure_accuracy(model, reference)
     broken = [v.message for v in verdicts if not v.passed]
     _record(item, model, reference, verdicts, "failed" if broken else "passed")
     if broken:
@@ -342,8 +387,24 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     return result
 
 
+def _measure_accuracy(model: Any, reference: Any) -> None:
+    """Accuracy for the summary and reports, when the evaluation data has labels (memoized per variant)."""
+    data = model.eval_dataset
+    if data is None or data.y is None or "accuracy" in model.measurements:
+        return
+    try:
+        model.evaluate()
+        reference.evaluate()
+    except TfoptError:
+        pass  # the default metric does not fit this model; budgets that need one say so themselves
+
+
 def _record(item: pytest.Item, model: Any, reference: Any, verdicts: list[Any], outcome: str) -> None:
-    item.user_properties.append((ROW_KEY, result_row(item.nodeid, model, reference, verdicts, outcome)))
+    row = result_row(item.nodeid, model, reference, verdicts, outcome)
+    item.user_properties.append((ROW_KEY, row))
+    for field in JUNIT_FIELDS:  # shown by CI systems that read JUnit XML
+        if row.get(field) is not None:
+            item.user_properties.append((f"tfopt_{field}", row[field]))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -351,6 +412,35 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if workeroutput is not None:
         s = _state(session.config).total_cache_stats()
         workeroutput["tfopt_cache"] = {"built": s.built, "reused": s.reused, "build_seconds": s.build_seconds}
+        return
+    if STATE in session.config.stash:
+        state = _state(session.config)
+        try:
+            _write_outputs(state)
+        except (TfoptError, OSError) as exc:
+            state.notes.append(f"ERROR writing tfopt outputs: {exc}")
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+
+
+def _write_outputs(state: TfoptState) -> None:
+    """Reports, the baseline and TensorBoard runs, in the controller, from every worker's rows."""
+    opt = state.config.option
+    doc = baseline.document(state.rows)
+    for path in opt.tfopt_report:
+        report.write(path, doc, state.baseline)
+        state.notes.append(f"report: {path}")
+    if opt.tfopt_save_baseline:
+        baseline.save(opt.tfopt_save_baseline, doc)
+        state.notes.append(f"baseline saved: {opt.tfopt_save_baseline} ({len(state.rows)} results)")
+    if opt.tfopt_update_baseline and state.baseline is not None:
+        updated, improved = baseline.ratchet(state.baseline, state.rows)
+        baseline.save(opt.tfopt_baseline, updated)
+        state.notes.append(f"baseline updated: {opt.tfopt_baseline} ({improved} improvements taken over)")
+    if opt.tfopt_tensorboard:
+        from .report import tensorboard
+
+        runs = tensorboard.write(opt.tfopt_tensorboard, state.rows)
+        state.notes.append(f"tensorboard: {opt.tfopt_tensorboard} ({len(runs)} runs)")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -368,7 +458,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     state = _state(config)
     stats = state.total_cache_stats()
-    if not state.rows and not stats.built and not stats.reused:
+    if not state.rows and not stats.built and not stats.reused and not state.notes:
         return
     tr = terminalreporter
     tr.write_sep("=", "tfopt summary")
@@ -381,3 +471,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         f"artifacts: {stats.built} built ({stats.build_seconds:.1f} s), {stats.reused} reused; "
         f"cache: {Path(state.cache_dir)}"
     )
+    for note in state.notes:
+        tr.write_line(note)

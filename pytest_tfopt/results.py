@@ -11,6 +11,10 @@ from typing import Any
 from .budgets import Verdict
 from .runnable import RunnableModel
 
+#: row fields CI systems show as JUnit properties
+JUNIT_FIELDS = ("accuracy", "accuracy_drop", "size_bytes", "gzip_size_bytes", "compression_ratio",
+                "latency_b1_p50_ms", "latency_b1_p95_ms")
+
 
 def result_row(test: str, model: RunnableModel, reference: RunnableModel | None, verdicts: list[Verdict],
                outcome: str) -> dict[str, Any]:
@@ -22,6 +26,7 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
         "backend": model.backend,
         "outcome": outcome,
         "size_bytes": model.size_bytes,
+        "gzip_size_bytes": model.gzip_size_bytes,
         "accuracy": m.get("accuracy"),
         "metric": m.get("metric"),
         "delegate": model.runner.info.get("delegate"),
@@ -37,10 +42,12 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
     }
     for key, stats in m.items():
         if key.startswith("latency_b"):
-            row[f"{key}_p50_ms"] = stats.p50_ms
-            row[f"{key}_p95_ms"] = stats.p95_ms
+            for field in ("p50", "p90", "p95", "p99", "mean", "stdev", "min", "max"):
+                row[f"{key}_{field}_ms"] = getattr(stats, f"{field}_ms")
+            row[f"{key}_n"] = stats.n
     if reference is not None:
         row["reference_size_bytes"] = reference.size_bytes
+        row["reference_gzip_size_bytes"] = reference.gzip_size_bytes
         row["compression_ratio"] = reference.size_bytes / model.size_bytes
         ref_acc = reference.measurements.get("accuracy")
         if ref_acc is not None and row["accuracy"] is not None and reference.measurements.get("metric") == row["metric"]:

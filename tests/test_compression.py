@@ -62,7 +62,7 @@ def test_same_recipe_same_bytes(bench, tmp_path):
         ("pruned(epochs=0)", "epochs=0 must be an integer >= 1"),
         ("clustered(clusters=1)", "clusters=1 must be an integer >= 2"),
         ("clustered(init='best')", "use one of kmeans_plus_plus, linear, random, density_based"),
-        ("int8+pruned", "'int8' is a precision and must come last; transforms are clustered, pruned, qat"),
+        ("int8+pruned", "'int8' is a precision and must come last; transforms are clustered, .*pruned, .*qat"),
         ("pruned+", "has an empty stage"),
         ("shrunk+int8", "unknown variant 'shrunk'"),
     ],

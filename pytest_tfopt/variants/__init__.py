@@ -190,9 +190,11 @@ class VariantRegistry:
 
 def default_registry() -> VariantRegistry:
     """A registry holding the built-in recipes."""
-    from . import ptq, tfmot_recipes
+    from . import graphopt, lowrank, ptq, tfmot_recipes
 
     registry = VariantRegistry()
     ptq.register(registry)
     tfmot_recipes.register(registry)
+    lowrank.register(registry)
+    graphopt.register(registry)
     return registry

@@ -1,0 +1,137 @@
+"""Baselines: every result of a run, saved as schema-versioned JSON, compared and ratcheted.
+
+A baseline file holds the rows of :mod:`pytest_tfopt.results` plus where they were
+measured (hardware fingerprint, library versions, data-set hashes, commit). Rows are
+keyed by (test, variant, backend).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from typing import Any
+
+from . import tfenv
+from .cache import _atomic_write
+from .errors import UsageError
+
+SCHEMA = "pytest-tfopt/results"
+SCHEMA_VERSION = 1
+#: metric name -> (row key, higher is better)
+METRICS = {
+    "accuracy": ("accuracy", True),
+    "size": ("size_bytes", False),
+    "gzip_size": ("gzip_size_bytes", False),
+    "latency_p50": ("latency_b1_p50_ms", False),
+    "latency_p95": ("latency_b1_p95_ms", False),
+}
+HARDWARE_INDEPENDENT = ("accuracy", "size", "gzip_size")
+
+
+def row_key(row: dict[str, Any]) -> tuple[str, str, str]:
+    return (row["test"], row["variant"], row["backend"])
+
+
+def hardware() -> dict[str, Any]:
+    """What the timings depend on: CPU model, cores, machine, OS."""
+    model = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "machine": platform.machine(), "system": platform.system()}
+
+
+def commit() -> str | None:
+    """The commit under test: $GITHUB_SHA, else ``git rev-parse HEAD``, else None."""
+    if os.environ.get("GITHUB_SHA"):
+        return os.environ["GITHUB_SHA"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def document(rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A results document (the baseline and the JSON report share it)."""
+    datasets = sorted({h for r in rows for h in (r.get("calibration_hash"), r.get("source_hash")) if h})
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": commit(),
+        "hardware": hardware(),
+        "versions": tfenv.library_versions(),
+        "hashes": datasets,
+        **(extra or {}),
+        "rows": sorted(rows, key=lambda r: row_key(r)),
+    }
+
+
+def save(path: str | os.PathLike, doc: dict[str, Any]) -> None:
+    """Write ``doc`` atomically (a reader never sees half a file)."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _atomic_write(path, json.dumps(doc, indent=1, sort_keys=True, default=str).encode())
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a results/baseline file; a usage error naming the file when it is bad."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise UsageError(f"baseline {path!r} does not exist: save one with --tfopt-save-baseline {path}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"baseline {path!r} is not valid JSON ({str(exc)[:80]}): save it again with --tfopt-save-baseline") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("rows"), list):
+        raise UsageError(f"baseline {path!r} is not a pytest-tfopt results file: save one with --tfopt-save-baseline")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise UsageError(
+            f"baseline {path!r} has schema version {doc.get('schema_version')!r}, this pytest-tfopt reads "
+            f"{SCHEMA_VERSION}: save a new baseline with --tfopt-save-baseline"
+        )
+    return doc
+
+
+def same_hardware(doc: dict[str, Any]) -> bool:
+    return doc.get("hardware") == hardware()
+
+
+def metric_value(row: dict[str, Any], metric: str) -> float | None:
+    key, _ = METRICS[metric]
+    value = row.get(key)
+    return None if value is None else float(value)
+
+
+def ratchet(old: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+    """The baseline with every metric that improved in ``rows`` taken over; returns (doc, improvements)."""
+    by_key = {row_key(r): dict(r) for r in old.get("rows", [])}
+    improved = 0
+    for row in rows:
+        key = row_key(row)
+        if key not in by_key:
+            by_key[key] = dict(row)
+            improved += 1
+            continue
+        base = by_key[key]
+        for field, higher in METRICS.values():
+            new, was = row.get(field), base.get(field)
+            if new is None:
+                continue
+            if was is None or (new > was if higher else new < was):
+                base[field] = new
+                improved += 1
+    doc = dict(old)
+    doc["rows"] = sorted(by_key.values(), key=row_key)
+    doc["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return doc, improved

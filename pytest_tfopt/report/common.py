@@ -1,0 +1,42 @@
+"""Helpers shared by the report formats: rows ordered failures first, deltas against a baseline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..baseline import row_key
+
+COLUMNS = (  # (title, row key, format, higher is better)
+    ("accuracy", "accuracy", ".4f", True),
+    ("size KB", "size_bytes", ".1f", False),
+    ("gzip KB", "gzip_size_bytes", ".1f", False),
+    ("p50 ms", "latency_b1_p50_ms", ".3f", False),
+    ("p95 ms", "latency_b1_p95_ms", ".3f", False),
+)
+KB_KEYS = ("size_bytes", "gzip_size_bytes")
+
+
+def failed(row: dict[str, Any]) -> bool:
+    return row.get("outcome") == "failed" or any(not v["passed"] for v in row.get("verdicts", []))
+
+
+def ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Failures first, then by test id."""
+    return sorted(rows, key=lambda r: (not failed(r), r["test"], r["variant"], r["backend"]))
+
+
+def baseline_rows(baseline: dict[str, Any] | None) -> dict[tuple[str, str, str], dict[str, Any]]:
+    return {row_key(r): r for r in (baseline or {}).get("rows", [])}
+
+
+def scaled(key: str, value: Any) -> Any:
+    return None if value is None else (value / 1024 if key in KB_KEYS else value)
+
+
+def delta(key: str, higher: bool, value: Any, base: dict[str, Any] | None) -> tuple[float, bool] | None:
+    """(change, is it better?) against the baseline row, or None."""
+    if base is None or value is None or base.get(key) is None:
+        return None
+    change = scaled(key, value) - scaled(key, base[key])
+    return change, (change > 0) == higher if change else True
+
