@@ -116,6 +116,10 @@ class Workbench:
             "calibration_hash": calibration.hash if calibration is not None else None,
             "calibration_size": len(calibration) if calibration is not None else 0,
             "training_hash": train.hash if train is not None else None,
+            "fingerprints": {
+                spec.id: stage.fingerprint({**stage.params, **dict(spec.params)})
+                for spec, stage in plan.stages if stage.fingerprint is not None
+            },
             "versions": versions,
         }
         key = cache_key(provenance)

@@ -52,7 +52,8 @@ class Recipe:
     the artifact metadata. ``params`` lists the accepted keyword parameters and their
     defaults; ``needs_calibration`` says whether calibration data is used (it is then
     part of the cache key); ``default_precision`` ends a chain that ends in this transform;
-    ``validate(params)`` raises :class:`UsageError` for bad values.
+    ``validate(params)`` raises :class:`UsageError` for bad values; ``fingerprint(params)``
+    names whatever else the result depends on (e.g. a student architecture) for the cache key.
     """
 
     name: str
@@ -64,6 +65,7 @@ class Recipe:
     default_precision: str = "fp32"
     validate: Callable[[dict[str, Any]], None] | None = None
     needs_keras: bool = True
+    fingerprint: Callable[[dict[str, Any]], str] | None = None
 
     @property
     def is_transform(self) -> bool:
@@ -190,11 +192,13 @@ class VariantRegistry:
 
 def default_registry() -> VariantRegistry:
     """A registry holding the built-in recipes."""
-    from . import graphopt, lowrank, ptq, tfmot_recipes
+    from . import collab, distill, graphopt, lowrank, ptq, tfmot_recipes
 
     registry = VariantRegistry()
     ptq.register(registry)
     tfmot_recipes.register(registry)
     lowrank.register(registry)
     graphopt.register(registry)
+    collab.register(registry)
+    distill.register(registry)
     return registry
