@@ -74,12 +74,18 @@ class BackendRegistry:
         return self._instances[name]
 
 
+ENTRY_POINT_GROUP = "pytest_tfopt.backends"
+
+
 def default_registry() -> BackendRegistry:
-    """A registry holding the built-in backends."""
+    """A registry holding the built-in backends and those of installed packages (entry points)."""
     from .tensorrt import TensorRTBackend
     from .tflite import TFLiteBackend
 
     registry = BackendRegistry()
     registry.register("tflite", TFLiteBackend)
     registry.register("tensorrt", TensorRTBackend)
+    from ..variants import load_entry_points
+
+    load_entry_points(registry, ENTRY_POINT_GROUP)
     return registry

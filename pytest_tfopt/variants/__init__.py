@@ -190,8 +190,26 @@ class VariantRegistry:
         return sorted(n for n, r in self._recipes.items() if r.is_transform)
 
 
+ENTRY_POINT_GROUP = "pytest_tfopt.variants"
+
+
+def load_entry_points(registry: Any, group: str) -> None:
+    """Call ``register(registry)`` of every installed package's entry point in ``group``."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=group):
+        try:
+            register = ep.load()
+            register(registry)
+        except Exception as exc:  # a broken third-party package must not break every run
+            raise UsageError(
+                f"entry point {ep.name!r} ({ep.value}) in group {group!r} failed: {type(exc).__name__}: {exc}; "
+                "fix or uninstall that package"
+            ) from None
+
+
 def default_registry() -> VariantRegistry:
-    """A registry holding the built-in recipes."""
+    """A registry holding the built-in recipes and those of installed packages (entry points)."""
     from . import collab, distill, graphopt, lowrank, ptq, tfmot_recipes
 
     registry = VariantRegistry()
@@ -201,4 +219,5 @@ def default_registry() -> VariantRegistry:
     graphopt.register(registry)
     collab.register(registry)
     distill.register(registry)
+    load_entry_points(registry, ENTRY_POINT_GROUP)
     return registry
