@@ -16,6 +16,8 @@ from typing import Any
 
 from .errors import UsageError
 from .measure import accuracy as acc
+from .measure import fidelity
+from .measure.stats import paired_bootstrap
 from .runnable import RunnableModel
 
 PERCENTILES = (50, 90, 95, 99)
@@ -47,12 +49,18 @@ def _head(model: RunnableModel) -> str:
 
 @dataclass(frozen=True)
 class AccuracyDrop:
-    """The metric may get worse than fp32 by at most ``limit`` (a fraction of fp32's value if ``relative``)."""
+    """The metric may get worse than fp32 by at most ``limit`` (a fraction of fp32's value if ``relative``).
+
+    With ``confidence`` (e.g. 0.95) the drop is computed on paired predictions with a
+    seeded bootstrap interval, and the budget holds only when the interval's upper bound is
+    within it.
+    """
 
     limit: float
     relative: bool = False
     metric: Any = None
     marker: str = "max_accuracy_drop"
+    confidence: float | None = None
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
         m = acc.resolve(self.metric)
@@ -60,13 +68,56 @@ class AccuracyDrop:
         ref = reference.evaluate(metric=m)
         drop = m.drop(ref, value, self.relative)
         unit = " (relative)" if self.relative else ""
-        passed = drop <= self.limit + 1e-12
+        args = f"{self.limit:g}{', relative=True' if self.relative else ''}"
+        interval, note = "", ""
+        decisive = drop
+        if self.confidence is not None:
+            lo, hi = self._interval(model, reference, m)
+            decisive = hi
+            interval = f" [{lo:.4f}, {hi:.4f}] at {self.confidence:.0%}"
+            args += f", confidence={self.confidence:g}"
+            n = len(model.eval_dataset) if model.eval_dataset is not None else 0
+            if m.name in ("top1", "accuracy") and not self.relative and n and 1 / n > self.limit:
+                note = f" (warning: {n} samples cannot resolve a budget below {1 / n:.4f}: evaluate on more data)"
+        passed = decisive <= self.limit + 1e-12
         text = (
-            f"{self.marker}({self.limit:g}{', relative=True' if self.relative else ''}) "
-            f"{'holds' if passed else 'broken'}: {_head(model)}: {m.name} {value:.4f} vs fp32 {ref:.4f}, "
-            f"drop {drop:.4f}{unit} {'<=' if passed else '>'} budget {self.limit:g}"
+            f"{self.marker}({args}) {'holds' if passed else 'broken'}: {_head(model)}: {m.name} {value:.4f} vs fp32 "
+            f"{ref:.4f}, drop {drop:.4f}{unit}{interval} {'<=' if passed else '>'} budget {self.limit:g}{note}"
         )
         return Verdict(self.marker, passed, value, ref, self.limit, text)
+
+    def _interval(self, model: RunnableModel, reference: RunnableModel, m: acc.Metric) -> tuple[float, float]:
+        data = model.eval_dataset
+        ours, theirs = model.predictions(), reference.predictions()
+
+        def stat(index):  # type: ignore[no-untyped-def]
+            return m.drop(m(data.y[index], theirs[index]), m(data.y[index], ours[index]), self.relative)
+
+        return paired_bootstrap(len(data), stat, self.confidence or 0.95)
+
+
+@dataclass(frozen=True)
+class MinFidelity:
+    """Label-free: the variant's outputs agree with fp32's (same inputs) at least ``limit`` on ``metric``.
+
+    For lower-is-better metrics (``kl_divergence``, ``max_abs_error``) ``limit`` is the most allowed.
+    """
+
+    limit: float
+    metric: str = "top1_agreement"
+    marker: str = "min_fidelity"
+
+    def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
+        fm = fidelity.resolve(self.metric)
+        value = fm.fn(reference.predictions(), model.predictions())
+        model.measurements[f"fidelity_{fm.name}"] = value
+        passed = value >= self.limit if fm.higher_is_better else value <= self.limit
+        op = (">=" if passed else "<") if fm.higher_is_better else ("<=" if passed else ">")
+        text = (
+            f"min_fidelity({self.limit:g}, metric={self.metric!r}) {'holds' if passed else 'broken'}: "
+            f"{_head(model)}: {fm.name} vs fp32 {value:.4f} {op} budget {self.limit:g}"
+        )
+        return Verdict(self.marker, passed, value, None, self.limit, text)
 
 
 @dataclass(frozen=True)
@@ -185,14 +236,28 @@ class MaxUniqueWeights:
         return Verdict(self.marker, passed, float(value), None, float(self.limit), text)
 
 
-def _accuracy(marker: str, limit: Any = None, relative: bool = False, metric: Any = None) -> AccuracyDrop:
+def _accuracy(marker: str, limit: Any = None, relative: bool = False, metric: Any = None,
+              confidence: Any = None) -> AccuracyDrop:
     if limit is None:
         raise UsageError(f"{marker} needs the budget, e.g. @pytest.mark.{marker}(0.01)")
     _number(limit, f"{marker} budget", allow_zero=True)
     if not isinstance(relative, bool):
         raise UsageError(f"{marker}(relative=...) must be True or False, got {relative!r}")
+    if confidence is not None:
+        value = _number(confidence, f"{marker}(confidence=...)")
+        if not 0.5 <= value < 1:
+            raise UsageError(f"{marker}(confidence={confidence!r}) must be in [0.5, 1), e.g. 0.95")
     acc.resolve(metric)
-    return AccuracyDrop(float(limit), relative, metric, marker)
+    return AccuracyDrop(float(limit), relative, metric, marker, None if confidence is None else float(confidence))
+
+
+def _fidelity(limit: Any = None, metric: Any = "top1_agreement") -> MinFidelity:
+    if limit is None:
+        raise UsageError("min_fidelity needs the threshold, e.g. @pytest.mark.min_fidelity(0.99, metric=\"top1_agreement\")")
+    if not isinstance(metric, str):
+        raise UsageError(f"min_fidelity(metric=...) must be a name, got {metric!r}")
+    fidelity.resolve(metric)
+    return MinFidelity(_number(limit, "min_fidelity threshold", positive=False), metric)
 
 
 def _latency(limit_ms: Any = None, percentile: Any = 50, batch_size: Any = 1) -> MaxLatency:
@@ -242,12 +307,14 @@ PARSERS = {
     "max_size_kb": _size,
     "min_compression_ratio": _ratio,
     "min_sparsity": _sparsity,
+    "min_fidelity": _fidelity,
     "max_unique_weights": _unique,
 }
 
 MARKER_DOCS = {
-    "max_accuracy_drop": "max_accuracy_drop(drop, relative=False, metric=None): the metric (default top-1) may be at most `drop` worse than fp32 on eval_dataset.",
-    "min_accuracy_drop": "min_accuracy_drop(drop, relative=False, metric=None): alias of max_accuracy_drop (same meaning).",
+    "max_accuracy_drop": "max_accuracy_drop(drop, relative=False, metric=None, confidence=None): the metric (default top-1) may be at most `drop` worse than fp32 on eval_dataset; with confidence, the paired bootstrap interval's upper bound must be.",
+    "min_accuracy_drop": "min_accuracy_drop(drop, relative=False, metric=None, confidence=None): alias of max_accuracy_drop (same meaning).",
+    "min_fidelity": "min_fidelity(threshold, metric='top1_agreement'): label-free agreement with fp32's outputs on eval_dataset (top1_agreement, cosine, snr_db: at least; kl_divergence, max_abs_error: at most).",
     "max_latency_ms": "max_latency_ms(ms, percentile=50, batch_size=1): the variant's latency percentile must be at most `ms`.",
     "max_size_kb": "max_size_kb(kb): the variant's artifact must be at most `kb` KB (1 KB = 1024 bytes).",
     "min_compression_ratio": "min_compression_ratio(ratio, compressed=False): fp32 bytes / variant bytes (gzip bytes if compressed) must be at least `ratio`.",

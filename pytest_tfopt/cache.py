@@ -4,13 +4,21 @@ Each artifact lives as ``KEY<suffix>`` beside ``KEY.json`` (its metadata and the
 sha256 of its bytes). The JSON is written last, so an entry without it is
 incomplete and ignored. Builds take a per-key file lock: under ``pytest -n 2``
 one worker builds and the other waits, then reuses. Nothing is pickled.
+
+Faults (see docs/reliability.md): a writer killed mid-write leaves at most a
+``.tmp-*`` file, which the next writer of that key removes; its ``flock`` dies
+with it. A full disk or an unwritable directory is a one-line :class:`CacheError`
+and leaves no partial entry. A damaged entry is rebuilt with a warning, never served.
 """
 
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -22,6 +30,9 @@ from .artifact import Artifact
 from .errors import CacheError
 
 BUILD_LOG = "builds.log"
+TMP_PREFIX = ".tmp-"
+_SUFFIX = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -39,10 +50,24 @@ class CacheStats:
     build_seconds: float = 0.0
 
 
+def cache_error(root: str, exc: OSError, doing: str = "write") -> CacheError:
+    """A one-line :class:`CacheError` for an ``OSError`` met while using the cache at ``root``."""
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in _NO_SPACE:
+        remedy = "free disk space or choose another --tfopt-cache-dir"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENOENT, errno.EEXIST):
+        remedy = "choose a writable --tfopt-cache-dir"
+    else:
+        remedy = "check the disk or choose another --tfopt-cache-dir"
+    return CacheError(f"cannot {doing} the artifact cache {root!r} ({reason}): {remedy}")
+
+
 class ArtifactCache:
     """A directory of artifacts keyed by :func:`cache_key`.
 
-    ``rebuild=True`` ignores existing entries once per key in this process.
+    ``rebuild=True`` ignores existing entries once per key in this process. Nothing
+    touches the disk until the first :meth:`get_or_build` (or :meth:`check`), so a
+    bad directory is reported where the error can be shown as one line.
     """
 
     def __init__(self, root: str | os.PathLike, rebuild: bool = False, lock_timeout_s: float = 600.0):
@@ -51,46 +76,78 @@ class ArtifactCache:
         self.lock_timeout_s = lock_timeout_s
         self.stats = CacheStats()
         self._rebuilt: set[str] = set()
+        self._checked = False
+
+    def check(self) -> None:
+        """Create the directory if need be and prove files can be created in it; else a :class:`CacheError`.
+
+        A directory that exists but refuses new files (read-only mount, ``/proc``,
+        no permission) would otherwise make the lock wait ``lock_timeout_s`` and then
+        blame another process.
+        """
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
-            raise CacheError(
-                f"cannot create the artifact cache {self.root!r} ({exc.strerror}): "
-                "choose a writable --tfopt-cache-dir"
-            ) from None
+            raise cache_error(self.root, exc, "create") from None
+        if self._checked:
+            return
+        try:
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=TMP_PREFIX, suffix=".probe")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise cache_error(self.root, exc) from None
+        self._checked = True
 
     def get_or_build(self, key: str, build: Callable[[], Artifact]) -> Artifact:
-        """The cached artifact for ``key``, building and storing it when absent or damaged."""
+        """The cached artifact for ``key``, building and storing it when absent or damaged.
+
+        Errors of ``build`` itself pass through unchanged; disk errors become a :class:`CacheError`.
+        """
         from filelock import FileLock, Timeout
 
+        self.check()  # also recreates the directory if someone removed it mid-run
         lock = FileLock(os.path.join(self.root, key + ".lock"), timeout=self.lock_timeout_s)
         try:
-            with lock:
-                if not (self.rebuild and key not in self._rebuilt):
-                    cached = self._read(key)
-                    if cached is not None:
-                        self.stats.reused += 1
-                        return cached
-                start = time.perf_counter()
-                artifact = build()
-                self.stats.build_seconds += time.perf_counter() - start
-                stored = self._write(key, artifact)
-                self._rebuilt.add(key)
-                self.stats.built += 1
-                self._log(key, stored)
-                return stored
+            lock.acquire()
         except Timeout:
             raise CacheError(
                 f"waited {self.lock_timeout_s:.0f} s for another process building {key} in {self.root}: "
                 "remove the stale .lock file or use another --tfopt-cache-dir"
             ) from None
-        except PermissionError as exc:
-            raise CacheError(
-                f"cannot write the artifact cache {self.root!r} ({exc.strerror}): choose a writable --tfopt-cache-dir"
-            ) from None
+        except OSError as exc:
+            raise cache_error(self.root, exc) from None
+        try:
+            self._sweep(key)
+            if not (self.rebuild and key not in self._rebuilt):
+                cached = self._read(key)
+                if cached is not None:
+                    self.stats.reused += 1
+                    return cached
+            start = time.perf_counter()
+            artifact = build()
+            self.stats.build_seconds += time.perf_counter() - start
+            try:
+                stored = self._write(key, artifact)
+            except OSError as exc:
+                raise cache_error(self.root, exc) from None
+            self._rebuilt.add(key)
+            self.stats.built += 1
+            self._log(key, stored)
+            return stored
+        finally:
+            lock.release()
 
     def _paths(self, key: str, suffix: str = ".tflite") -> tuple[str, str]:
         return os.path.join(self.root, key + suffix), os.path.join(self.root, key + ".json")
+
+    def _sweep(self, key: str) -> None:
+        """Remove temp files of ``key`` left by a writer that died (we hold the key's lock, so none is live)."""
+        for path in glob.glob(os.path.join(glob.escape(self.root), f"{TMP_PREFIX}*{key}.*")):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def _read(self, key: str) -> Artifact | None:
         _, meta_path = self._paths(key)
@@ -99,36 +156,53 @@ class ArtifactCache:
         try:
             with open(meta_path, encoding="utf-8") as fh:
                 entry = json.load(fh)
+            if not (isinstance(entry, dict) and entry.get("key") == key and isinstance(entry.get("suffix"), str)
+                    and _SUFFIX.fullmatch(entry["suffix"]) and isinstance(entry.get("sha256"), str)
+                    and isinstance(entry.get("metadata"), dict)):
+                raise ValueError("not a cache entry")
             data_path = os.path.join(self.root, key + entry["suffix"])
             with open(data_path, "rb") as fh:
                 content = fh.read()
-        except (OSError, ValueError, KeyError):
-            warnings.warn(f"pytest-tfopt: cache entry {key} is incomplete; rebuilding it", stacklevel=2)
+        except (OSError, ValueError):  # includes a missing artifact and undecodable or malformed JSON
+            warnings.warn(f"pytest-tfopt: cache entry {key} is incomplete; rebuilding it", stacklevel=3)
             return None
-        if hashlib.sha256(content).hexdigest() != entry.get("sha256"):
+        if hashlib.sha256(content).hexdigest() != entry["sha256"]:
             warnings.warn(
                 f"pytest-tfopt: cached artifact {data_path} does not match its recorded hash; rebuilding it",
-                stacklevel=2,
+                stacklevel=3,
             )
             return None
         return Artifact(content, entry["metadata"], entry["suffix"], data_path)
 
     def _write(self, key: str, artifact: Artifact) -> Artifact:
         data_path, meta_path = self._paths(key, artifact.suffix)
-        _atomic_write(data_path, artifact.content)
         entry = {"key": key, "suffix": artifact.suffix, "sha256": artifact.sha256, "metadata": artifact.metadata}
-        _atomic_write(meta_path, json.dumps(entry, indent=1, sort_keys=True, default=str).encode())
+        meta = json.dumps(entry, indent=1, sort_keys=True, default=str).encode()
+        _atomic_write(data_path, artifact.content)
+        try:
+            _atomic_write(meta_path, meta)
+        except BaseException:
+            # No artifact without its JSON: an old JSON would now disagree with the new bytes anyway.
+            for path in (data_path, meta_path):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            raise
         return replace(artifact, path=data_path)
 
     def _log(self, key: str, artifact: Artifact) -> None:
         line = f"{time.time():.3f} pid={os.getpid()} key={key} variant={artifact.variant}\n"
-        with open(os.path.join(self.root, BUILD_LOG), "a", encoding="utf-8") as fh:
-            fh.write(line)
+        try:
+            with open(os.path.join(self.root, BUILD_LOG), "a", encoding="utf-8") as fh:
+                fh.write(line)
+        except OSError as exc:  # the artifact is stored; only the diagnostic log line is lost
+            warnings.warn(f"pytest-tfopt: cannot append to {BUILD_LOG} in {self.root} ({exc.strerror})", stacklevel=3)
 
 
 def _atomic_write(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file and rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=TMP_PREFIX, suffix=os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

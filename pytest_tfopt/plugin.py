@@ -7,6 +7,7 @@ Nothing here converts or measures: it turns options and markers into
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -55,6 +56,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "among xdist workers")
     group.addoption("--tfopt-strict", action="store_true", default=False,
                     help="fail, instead of skip, tests whose backend or variant cannot run here")
+    group.addoption("--tfopt-perf", choices=("enforce", "record", "off"), default="enforce",
+                    help="latency budgets: enforce (fail when broken), record (measure and report, never fail), "
+                         "off (do not measure) (default: enforce)")
     group.addoption("--tfopt-budgets", default=None, metavar="PATH",
                     help="budgets file (default: tfopt-budgets.toml or [tool.tfopt.budgets] in pyproject.toml)")
     group.addoption("--tfopt-save-baseline", default=None, metavar="PATH",
@@ -371,20 +375,37 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         _record(item, model, None, [], "failed")
         raise
     verdicts = []
+    perf = item.config.option.tfopt_perf
     with _core(state):
         reference = bench.reference(model.backend)
         values, changes = _budgets(item, state, model)
+        if perf == "off":
+            values = [b for b in values if not _is_perf(b)]
+            changes = [(c, was) for c, was in changes if not _is_perf(c)]
         verdicts = [budget.check(model, reference) for budget in values]
         for change, was in changes:  # measured even without a baseline, so a saved baseline has them
             value = change.measure(model)
             if was is not None:
                 verdicts.append(change.check(model, was, value))
+    if perf == "record":
+        verdicts = [_recorded(v) for v in verdicts]
     _measure_accuracy(model, reference)
     broken = [v.message for v in verdicts if not v.passed]
     _record(item, model, reference, verdicts, "failed" if broken else "passed")
     if broken:
         pytest.fail("\n".join(broken), pytrace=False)
     return result
+
+
+def _is_perf(budget: Any) -> bool:
+    return getattr(budget, "marker", "") == "max_latency_ms" or getattr(budget, "metric", "").startswith("latency")
+
+
+def _recorded(verdict: Any) -> Any:
+    """Under --tfopt-perf=record a broken latency budget is reported, not enforced."""
+    if verdict.passed or not (verdict.budget == "max_latency_ms" or verdict.budget.startswith("latency")):
+        return verdict
+    return dataclasses.replace(verdict, passed=True, message=verdict.message + " (recorded, not enforced: --tfopt-perf=record)")
 
 
 def _measure_accuracy(model: Any, reference: Any) -> None:

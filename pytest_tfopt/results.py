@@ -41,6 +41,8 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
         ],
     }
     for key, stats in m.items():
+        if key.startswith("fidelity_"):
+            row[key] = stats
         if key.startswith("latency_b"):
             for field in ("p50", "p90", "p95", "p99", "mean", "stdev", "min", "max"):
                 row[f"{key}_{field}_ms"] = getattr(stats, f"{field}_ms")

@@ -32,6 +32,7 @@ class RunnableModel:
         self.measurements: dict[str, Any] = {}
         self._accuracy: dict[tuple[str, str], float] = {}
         self._latency: dict[int, LatencyStats] = {}
+        self._predictions: dict[str, np.ndarray] = {}
 
     def __repr__(self) -> str:
         return f"<RunnableModel {self.variant} on {self.backend}, {self.size_bytes} bytes>"
@@ -72,12 +73,23 @@ class RunnableModel:
         m = acc.resolve(metric)
         key = (data.hash, m.name if m.name in acc.BUILTIN else f"{m.name}@{id(m.fn)}")
         if key not in self._accuracy:
-            data.check_finite(f"evaluation data ({data.name})")
-            self._accuracy[key] = m(data.y, self.predict(data.x))
+            self._accuracy[key] = m(data.y, self.predictions(data))
         value = self._accuracy[key]
         self.measurements["accuracy"] = value
         self.measurements["metric"] = m.name
         return value
+
+    def predictions(self, dataset: Dataset | None = None) -> np.ndarray:
+        """Outputs on ``dataset`` (default the evaluation split), memoized per data set (read-only)."""
+        data = Dataset.coerce(dataset) if dataset is not None else self.eval_dataset
+        if data is None:
+            raise DatasetError("predictions need a data set: pass one or configure tfopt_dataset")
+        if data.hash not in self._predictions:
+            data.check_finite(f"evaluation data ({data.name})")
+            out = self.predict(data.x)
+            out.flags.writeable = False
+            self._predictions[data.hash] = out
+        return self._predictions[data.hash]
 
     def latency(self, batch_size: int = 1, settings: LatencySettings | None = None) -> LatencyStats:
         """Invoke-only latency of one batch of ``batch_size`` samples, ms (memoized per batch size)."""

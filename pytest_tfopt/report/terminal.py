@@ -19,8 +19,14 @@ def _latency(row: dict[str, Any], which: str) -> Any:
     return row[others[0]] if others else None
 
 
+def _status(verdict: dict[str, Any]) -> str:
+    if not verdict["passed"]:
+        return "FAIL"
+    return "RECORDED" if verdict["message"].endswith("--tfopt-perf=record)") else "PASS"
+
+
 def _budgets(row: dict[str, Any]) -> str:
-    parts = [f"{v['budget']} {'PASS' if v['passed'] else 'FAIL'}" for v in row.get("verdicts", [])]
+    parts = [f"{v['budget']} {_status(v)}" for v in row.get("verdicts", [])]
     return ", ".join(parts) or "-"
 
 

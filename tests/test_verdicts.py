@@ -1,0 +1,137 @@
+"""Statistically honest verdicts: paired confidence intervals, label-free fidelity, the latency noise policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pytest_tfopt.measure import fidelity
+
+
+def test_accuracy_drop_with_confidence_uses_the_interval_upper_bound(suite):
+    result = suite(
+        """
+import pytest
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.max_accuracy_drop(0.003, confidence=0.95)
+def test_interval_too_wide(optimized_model):
+    pass
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.max_accuracy_drop(0.003)
+def test_point_estimate(optimized_model):
+    pass
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.max_accuracy_drop(0.03, confidence=0.95)
+def test_interval_within(optimized_model):
+    pass
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.max_accuracy_drop(0.001, confidence=0.95)
+def test_unresolvable(optimized_model):
+    pass
+"""
+    )
+    # the point estimate (0.0022) is within 0.003, but the 95 % interval's upper bound is not
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines([
+        "max_accuracy_drop(0.003, confidence=0.95) broken: int8 on tflite: top1 0.9711 vs fp32 0.9733, "
+        "drop 0.0022 [[]0.0000, 0.0067[]] at 95% > budget 0.003",
+    ])
+    result.stdout.fnmatch_lines(["max_accuracy_drop(0.001, confidence=0.95) broken: *(warning: 450 samples cannot "
+                                 "resolve a budget below 0.0022: evaluate on more data)"])
+
+
+@pytest.mark.parametrize(("metric", "holds", "broken"), [
+    ("top1_agreement", "0.95", "0.9999"),
+    ("cosine", "0.99", "0.99999"),
+    ("snr_db", "15", "60"),
+    ("kl_divergence", "0.05", "0.0001"),
+    ("max_abs_error", "0.5", "0.0001"),
+])
+def test_min_fidelity_passes_and_fails(suite, metric, holds, broken):
+    result = suite(
+        f"""
+import pytest
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.min_fidelity({holds}, metric="{metric}")
+def test_holds(optimized_model):
+    pass
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.min_fidelity({broken}, metric="{metric}")
+def test_broken(optimized_model):
+    pass
+"""
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([f"min_fidelity({broken}, metric='{metric}') broken: int8 on tflite: {metric} vs fp32 *"])
+
+
+def test_fidelity_needs_no_labels(pytester, shared_cache, preloaded_runtimes, model_path, data_path):
+    with np.load(data_path) as d:
+        np.savez(pytester.path / "nolabels.npz", x_train=d["x_train"], x_test=d["x_test"])
+    pytester.makeini(f"[pytest]\ntfopt_model = {model_path}\ntfopt_dataset = nolabels.npz\n")
+    pytester.makepyfile(
+        """
+import pytest
+
+@pytest.mark.tfopt_variants("int8", "float16")
+@pytest.mark.min_fidelity(0.97)
+def test_agrees(optimized_model):
+    pass
+"""
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--tfopt-cache-dir={shared_cache}", "--tfopt-threads=1")
+    result.assert_outcomes(passed=2)
+
+
+def test_fidelity_metrics_on_known_values():
+    ref = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]])
+    same = ref.copy()
+    other = np.array([[0.2, 0.7, 0.1], [0.1, 0.8, 0.1]])
+    assert fidelity.top1_agreement(ref, same) == 1.0 and fidelity.top1_agreement(ref, other) == 0.5
+    assert fidelity.kl_divergence(ref, same) == pytest.approx(0.0, abs=1e-9)
+    expected_kl = np.mean([np.sum(ref[0] * np.log(ref[0] / other[0])), 0.0])
+    assert fidelity.kl_divergence(ref, other) == pytest.approx(expected_kl)
+    assert fidelity.snr_db(ref, same) == float("inf")
+    assert fidelity.snr_db(ref, other) == pytest.approx(10 * np.log10(np.sum(ref**2) / 0.5))
+    assert fidelity.cosine(ref, same) == pytest.approx(1.0)
+    assert fidelity.max_abs_error(ref, other) == pytest.approx(0.5)
+
+
+def test_perf_policy_record_and_off(suite):
+    source = """
+import pytest
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.max_latency_ms(0.000001)
+@pytest.mark.max_size_kb(40)
+def test_fast(optimized_model):
+    pass
+"""
+    suite(source).assert_outcomes(failed=1)
+    result = suite(source, "--tfopt-perf=record")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*max_latency_ms RECORDED, max_size_kb PASS*"])
+    result = suite(source, "--tfopt-perf=off")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*test_fast[[]int8-tflite[]]*max_size_kb PASS"])
+    assert "max_latency_ms" not in result.stdout.str().split("tfopt summary")[1]
+
+
+def test_bad_statistics_arguments_are_usage_errors(suite):
+    result = suite(
+        """
+import pytest
+
+@pytest.mark.min_fidelity(0.9, metric="psnr")
+def test_it(optimized_model):
+    pass
+"""
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_it*unknown fidelity metric 'psnr': use one of top1_agreement, kl_divergence, snr_db, cosine, max_abs_error*"])
