@@ -28,7 +28,7 @@ class Verdict:
     """The outcome of one budget on one (variant, backend)."""
 
     budget: str
-    passed: bool
+    passed: bool | None  # None: inconclusive (the measurement's interval straddles the budget)
     measured: float
     reference: float | None
     limit: float
@@ -130,16 +130,84 @@ class MaxLatency:
     marker: str = "max_latency_ms"
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
-        value = model.latency(self.batch_size).percentile(self.percentile)
+        stats = model.latency(self.batch_size)
+        value = stats.percentile(self.percentile)
+        lo, hi = stats.interval(self.percentile)
         ref = reference.latency(self.batch_size).percentile(self.percentile)
-        passed = value <= self.limit_ms
+        passed = _decide(value <= self.limit_ms, hi <= self.limit_ms, lo > self.limit_ms)
         batch = f", batch_size={self.batch_size}" if self.batch_size != 1 else ""
         text = (
-            f"max_latency_ms({self.limit_ms:g}, percentile={self.percentile}{batch}) "
-            f"{'holds' if passed else 'broken'}: {_head(model)}: p{self.percentile} {value:.3f} ms "
-            f"(fp32 {ref:.3f} ms) {'<=' if passed else '>'} budget {self.limit_ms:g} ms"
+            f"max_latency_ms({self.limit_ms:g}, percentile={self.percentile}{batch}) {_word(passed)}: "
+            f"{_head(model)}: p{self.percentile} {value:.3f} ms [{lo:.3f}, {hi:.3f}] (fp32 {ref:.3f} ms) "
+            f"{_op(passed, '<=', '>')} budget {self.limit_ms:g} ms"
         )
         return Verdict(self.marker, passed, value, ref, self.limit_ms, text)
+
+
+def _decide(point: bool, surely_holds: bool, surely_broken: bool) -> bool | None:
+    """True/False when the 95 % interval is on one side of the budget; None (inconclusive) when it straddles it."""
+    if surely_holds:
+        return True
+    if surely_broken:
+        return False
+    return None
+
+
+def _word(passed: bool | None) -> str:
+    return {True: "holds", False: "broken", None: "inconclusive"}[passed]
+
+
+def _op(passed: bool | None, good: str, bad: str) -> str:
+    return {True: good, False: bad, None: "~"}[passed]
+
+
+@dataclass(frozen=True)
+class MinThroughput:
+    """At least ``limit`` samples per second with batches of ``batch_size`` (at the median latency)."""
+
+    limit: float
+    batch_size: int = 1
+    marker: str = "min_throughput"
+
+    def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
+        stats = model.latency(self.batch_size)
+        value = stats.throughput
+        lo_ms, hi_ms = stats.interval(50)
+        low, high = self.batch_size / (hi_ms / 1000), self.batch_size / (max(lo_ms, 1e-9) / 1000)
+        ref = reference.latency(self.batch_size).throughput
+        passed = _decide(value >= self.limit, low >= self.limit, high < self.limit)
+        text = (
+            f"min_throughput({self.limit:g}, batch_size={self.batch_size}) {_word(passed)}: {_head(model)}: "
+            f"{value:.0f} samples/s [{low:.0f}, {high:.0f}] (fp32 {ref:.0f}) {_op(passed, '>=', '<')} budget {self.limit:g}"
+        )
+        return Verdict(self.marker, passed, value, ref, self.limit, text)
+
+
+@dataclass(frozen=True)
+class MinSpeedup:
+    """``reference`` time / variant time, measured interleaved (A B A B ...) in one run, at least ``ratio``.
+
+    Decided on the ratio's 95 % interval: robust where absolute millisecond budgets flap.
+    """
+
+    ratio: float
+    reference_variant: str = "fp32"
+    batch_size: int = 1
+    marker: str = "min_speedup"
+
+    def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
+        from .measure.latency import interleaved
+
+        x = model._latency_input(self.batch_size)
+        s = interleaved(model.runner.prepare(x), reference.runner.prepare(x))
+        model.measurements[f"speedup_vs_{reference.variant}"] = s.ratio
+        passed = _decide(s.ratio >= self.ratio, s.low >= self.ratio, s.high < self.ratio)
+        text = (
+            f"min_speedup({self.ratio:g}, reference={self.reference_variant!r}) {_word(passed)}: {_head(model)}: "
+            f"{s.ratio:.2f}x [{s.low:.2f}, {s.high:.2f}] over {reference.variant} ({s.reference_ms:.3f} ms -> "
+            f"{s.variant_ms:.3f} ms, {s.rounds} interleaved rounds) {_op(passed, '>=', '<')} budget {self.ratio:g}x"
+        )
+        return Verdict(self.marker, passed, s.ratio, s.reference_ms, self.ratio, text)
 
 
 @dataclass(frozen=True)
@@ -271,6 +339,24 @@ def _latency(limit_ms: Any = None, percentile: Any = 50, batch_size: Any = 1) ->
     return MaxLatency(float(limit_ms), int(percentile), batch_size)
 
 
+def _throughput(limit: Any = None, batch_size: Any = 1) -> MinThroughput:
+    if limit is None:
+        raise UsageError("min_throughput needs samples/s, e.g. @pytest.mark.min_throughput(200, batch_size=32)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"min_throughput(batch_size={batch_size!r}) must be an integer >= 1")
+    return MinThroughput(_number(limit, "min_throughput"), batch_size)
+
+
+def _speedup(ratio: Any = None, reference: Any = "fp32", batch_size: Any = 1) -> MinSpeedup:
+    if ratio is None:
+        raise UsageError("min_speedup needs the ratio, e.g. @pytest.mark.min_speedup(1.5, reference=\"fp32\")")
+    if not isinstance(reference, str) or not reference:
+        raise UsageError(f"min_speedup(reference=...) must be a variant name, got {reference!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"min_speedup(batch_size={batch_size!r}) must be an integer >= 1")
+    return MinSpeedup(_number(ratio, "min_speedup"), reference, batch_size)
+
+
 def _size(limit_kb: Any = None) -> MaxSize:
     if limit_kb is None:
         raise UsageError("max_size_kb needs the budget in KB, e.g. @pytest.mark.max_size_kb(150)")
@@ -304,6 +390,8 @@ PARSERS = {
     "max_accuracy_drop": lambda *a, **k: _accuracy("max_accuracy_drop", *a, **k),
     "min_accuracy_drop": lambda *a, **k: _accuracy("min_accuracy_drop", *a, **k),
     "max_latency_ms": _latency,
+    "min_throughput": _throughput,
+    "min_speedup": _speedup,
     "max_size_kb": _size,
     "min_compression_ratio": _ratio,
     "min_sparsity": _sparsity,
@@ -315,7 +403,9 @@ MARKER_DOCS = {
     "max_accuracy_drop": "max_accuracy_drop(drop, relative=False, metric=None, confidence=None): the metric (default top-1) may be at most `drop` worse than fp32 on eval_dataset; with confidence, the paired bootstrap interval's upper bound must be.",
     "min_accuracy_drop": "min_accuracy_drop(drop, relative=False, metric=None, confidence=None): alias of max_accuracy_drop (same meaning).",
     "min_fidelity": "min_fidelity(threshold, metric='top1_agreement'): label-free agreement with fp32's outputs on eval_dataset (top1_agreement, cosine, snr_db: at least; kl_divergence, max_abs_error: at most).",
-    "max_latency_ms": "max_latency_ms(ms, percentile=50, batch_size=1): the variant's latency percentile must be at most `ms`.",
+    "max_latency_ms": "max_latency_ms(ms, percentile=50, batch_size=1): the variant's latency percentile must be at most `ms` (inconclusive when its 95% interval straddles `ms`).",
+    "min_throughput": "min_throughput(samples_per_s, batch_size=1): at least this many samples/s at the median latency.",
+    "min_speedup": "min_speedup(ratio, reference='fp32', batch_size=1): reference time / variant time, measured interleaved, at least `ratio` (decided on its 95% interval).",
     "max_size_kb": "max_size_kb(kb): the variant's artifact must be at most `kb` KB (1 KB = 1024 bytes).",
     "min_compression_ratio": "min_compression_ratio(ratio, compressed=False): fp32 bytes / variant bytes (gzip bytes if compressed) must be at least `ratio`.",
     "min_sparsity": "min_sparsity(fraction): every layer a pruned(...) stage touched has at least this fraction of zero weights.",

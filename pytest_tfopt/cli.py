@@ -380,6 +380,18 @@ def _kb(n: float | None) -> str:
     return "-" if n is None else f"{n / 1024:.1f}"
 
 
+def _check_writable(path: str, option: str) -> None:
+    """Fail before the long work when ``path`` obviously cannot be written (a directory, a read-only parent)."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path!r} is a directory: give a file name")
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {path!r} cannot be written ({parent!r} is not a writable directory)")
+
+
 def _write_atomic(path: str, data: bytes, option: str = "-o") -> str:
     """Write ``data`` to ``path`` through a temp file in the same directory and ``os.replace``."""
     path = os.path.abspath(path)
@@ -428,6 +440,7 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
     need = _needs_data(plan)
     if need and not args.calibration:
         raise UsageError(f"variant {plan.id!r} {need}: give a data set with --calibration data.npz")
+    _check_writable(args.output, "-o")
     _configure_tf(None)
     progress = console.progress(1)
     wb = _workbench(args, args.model, args.calibration, None, log=progress.update)
@@ -470,6 +483,8 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
             if need:
                 raise UsageError(f"variant {plan.id!r} {need}: give a data set with --data data.npz")
     acc.resolve(args.metric)
+    if args.json:
+        _check_writable(args.json, "--json")
 
     registry = default_backends()
     names = _split(args.backend, "tflite")
@@ -531,7 +546,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
         text = json.dumps(doc, indent=1, sort_keys=True, default=str)  # what baseline.save writes
         console.out(f"results: {_write_atomic(args.json, text.encode(), '--json')}")
     if failures:
-        console.note(f"{len(failures)} variant(s) failed: " + "; ".join(failures))
+        console.note(f"{len(failures)} of {len(ids) * len(backends)} builds failed (see the notes above)")
         return EXIT_FAILED
     return EXIT_OK
 
@@ -540,12 +555,11 @@ def _bench_one(wb: Any, vid: str, backend: str, reference: Any, labelled: bool, 
                progress: Progress, console: Console, result_row: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     from .errors import DatasetError
 
-    built_before = wb.cache.stats.built
-    start = time.perf_counter()
-    wb.build(vid, backend)
-    build_s = time.perf_counter() - start
-    built = wb.cache.stats.built > built_before
-    model = wb.runnable(vid, backend)
+    stats = wb.cache.stats
+    built_before, seconds_before = stats.built, stats.build_seconds
+    model = wb.runnable(vid, backend)  # build (or reuse) and load
+    built = stats.built > built_before
+    build_s = stats.build_seconds - seconds_before
     ref = model if reference is None else reference
     if labelled:
         progress.update("evaluating")
@@ -852,6 +866,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
             report.format_of(path)
         except UsageError:
             raise UsageError(f"-o {path}: unknown report format; use one of {', '.join(report.FORMATS)}") from None
+    for path in outputs:
+        _check_writable(path, "-o")
     doc = _load_results(args.results, "RESULTS")
     base = _load_results(args.baseline, "--baseline") if args.baseline else None
     texts = [(path, report.render(path, doc, base)) for path in outputs]  # render all before writing any

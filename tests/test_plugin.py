@@ -134,6 +134,7 @@ def test_typo(optimized_model):
 def _single_line_failure(result, message: str) -> None:
     result.stdout.fnmatch_lines([message])
     assert "Traceback" not in result.stdout.str()
+    assert "During handling" not in result.stdout.str()
     assert "site-packages" not in result.stdout.str()
 
 
@@ -182,7 +183,7 @@ def test_data_that_does_not_fit_and_nan_calibration(pytester, tmp_path, preloade
         result = pytester.runpytest("-p", "no:cacheprovider", f"--tfopt-cache-dir={cache}", "--tfopt-variants=int8")
         result.assert_outcomes(failed=0, errors=1)
         _single_line_failure(result, message)
-    assert [p.name for p in cache.iterdir() if p.suffix != ".lock"] == []
+    assert not cache.exists() or [p.name for p in cache.iterdir() if p.suffix != ".lock"] == []
 
 
 def test_summary_counts_built_and_reused_and_rebuild(pytester, tmp_path, preloaded_runtimes, model_path, data_path):

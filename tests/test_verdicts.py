@@ -135,3 +135,51 @@ def test_it(optimized_model):
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*test_it*unknown fidelity metric 'psnr': use one of top1_agreement, kl_divergence, snr_db, cosine, max_abs_error*"])
+
+
+def test_latency_budget_inside_the_noise_band_is_inconclusive(bench):
+    from pytest_tfopt.budgets import MaxLatency
+
+    model, reference = bench.runnable("int8"), bench.reference()
+    stats = model.latency()
+    lo, hi = stats.interval(50)
+    assert lo <= stats.p50_ms <= hi and lo < hi
+    verdict = MaxLatency(stats.p50_ms).check(model, reference)  # the budget sits inside the interval
+    assert verdict.passed is None
+    assert "max_latency_ms(" in verdict.message and ") inconclusive: int8 on tflite: p50 " in verdict.message
+    assert MaxLatency(hi * 2).check(model, reference).passed is True
+    assert MaxLatency(lo / 2).check(model, reference).passed is False
+
+
+def test_speedup_and_throughput_pass_fail(suite):
+    result = suite(
+        """
+import pytest
+
+@pytest.mark.tfopt_variants("fp32")
+@pytest.mark.min_speedup(0.5)
+def test_not_much_slower_than_itself(optimized_model):
+    pass
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.min_speedup(1000)
+def test_absurd_speedup(optimized_model):
+    pass
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.min_throughput(10, batch_size=8)
+def test_throughput_holds(optimized_model):
+    pass
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.min_throughput(1e12, batch_size=8)
+def test_throughput_broken(optimized_model):
+    pass
+""",
+        "-rA",
+    )
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines([
+        "min_speedup(1000, reference='fp32') broken: int8 on tflite: *x [[]*, *[]] over fp32 (* ms -> * ms, 12 interleaved rounds) < budget 1000x",
+    ])
+    result.stdout.fnmatch_lines(["min_throughput(1e+12, batch_size=8) broken: int8 on tflite: * samples/s [[]*[]] (fp32 *) < budget 1e+12"])

@@ -6,9 +6,12 @@ import gc
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+PERCENTILES = (50, 90, 95, 99)
+BOOTSTRAP = 200
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,18 @@ class LatencyStats:
     stdev_ms: float
     min_ms: float
     max_ms: float
+    #: 95 % bootstrap confidence intervals of the percentiles, ms: {50: (lo, hi), 90: ..., 95: ..., 99: ...}
+    ci_ms: dict = field(default_factory=dict, compare=False)
+
+    def interval(self, p: float) -> tuple[float, float]:
+        """The 95 % bootstrap interval of the p-th percentile, ms."""
+        self.percentile(p)
+        return self.ci_ms.get(p, (self.percentile(p), self.percentile(p)))
+
+    @property
+    def throughput(self) -> float:
+        """Samples per second at the median latency."""
+        return self.batch_size / (self.p50_ms / 1000) if self.p50_ms > 0 else float("inf")
 
     def percentile(self, p: float) -> float:
         """The p-th percentile in ms (50, 90, 95 and 99 are stored; others are not)."""
@@ -48,11 +63,15 @@ class LatencyStats:
     def from_ns(cls, samples_ns: list[int], batch_size: int) -> LatencyStats:
         ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
         p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
+        rng = np.random.default_rng(0)
+        boot = np.array([np.percentile(rng.choice(ms, len(ms)), [50, 90, 95, 99]) for _ in range(BOOTSTRAP)])
+        lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+        ci = {p: (float(a), float(b)) for p, a, b in zip(PERCENTILES, lo, hi, strict=True)}
         return cls(
             n=len(ms), batch_size=batch_size,
             p50_ms=float(p50), p90_ms=float(p90), p95_ms=float(p95), p99_ms=float(p99),
             mean_ms=float(ms.mean()), stdev_ms=float(statistics.stdev(ms)) if len(ms) > 1 else 0.0,
-            min_ms=float(ms.min()), max_ms=float(ms.max()),
+            min_ms=float(ms.min()), max_ms=float(ms.max()), ci_ms=ci,
         )
 
 
@@ -81,3 +100,53 @@ def measure(invoke: Callable[[], object], batch_size: int = 1, settings: Latency
         if gc_was_enabled:
             gc.enable()
     return LatencyStats.from_ns(samples, batch_size)
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """Reference time / variant time from interleaved rounds: median ratio and its 95 % interval."""
+
+    ratio: float
+    low: float
+    high: float
+    rounds: int
+    reference_ms: float
+    variant_ms: float
+
+
+def interleaved(variant: Callable[[], object], reference: Callable[[], object], rounds: int = 12,
+                round_time_s: float = 0.05, min_runs: int = 5) -> Speedup:
+    """Time ``variant`` and ``reference`` alternately (A B A B ...) so drift and noise hit both alike.
+
+    Each round times each callable for about ``round_time_s`` and keeps its median; the
+    speedup is the median over rounds of reference/variant, with a bootstrap interval over
+    the rounds.
+    """
+    clock = time.perf_counter_ns
+
+    def one(fn: Callable[[], object]) -> float:
+        samples = []
+        end = clock() + int(round_time_s * 1e9)
+        while len(samples) < min_runs or clock() < end:
+            t0 = clock()
+            fn()
+            samples.append(clock() - t0)
+        return float(np.median(samples)) / 1e6
+
+    for fn in (variant, reference):  # warm-up
+        for _ in range(5):
+            fn()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        pairs = [(one(variant), one(reference)) for _ in range(rounds)]
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    ours = np.array([p[0] for p in pairs])
+    theirs = np.array([p[1] for p in pairs])
+    ratios = theirs / np.maximum(ours, 1e-9)
+    rng = np.random.default_rng(0)
+    boot = [np.median(rng.choice(ratios, len(ratios))) for _ in range(BOOTSTRAP * 5)]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return Speedup(float(np.median(ratios)), float(lo), float(hi), rounds, float(np.median(theirs)), float(np.median(ours)))

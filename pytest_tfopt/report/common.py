@@ -17,7 +17,7 @@ KB_KEYS = ("size_bytes", "gzip_size_bytes")
 
 
 def failed(row: dict[str, Any]) -> bool:
-    return row.get("outcome") == "failed" or any(not v["passed"] for v in row.get("verdicts", []))
+    return row.get("outcome") == "failed" or any(v["passed"] is False for v in row.get("verdicts", []))
 
 
 def ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ def render(doc: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     for row in rows:
         base = bases.get(row_key(row))
         cells = [_cell(row, key, fmt, higher, base) for _, key, fmt, higher in COLUMNS]
-        broken = [v["message"] for v in row.get("verdicts", []) if not v["passed"]]
+        broken = [v["message"] for v in row.get("verdicts", []) if v["passed"] is False]
         budgets = "<br>".join(m.replace("|", "\\|") for m in broken) or ", ".join(
             f"{v['budget']} ✓" for v in row.get("verdicts", [])) or "–"
         status = "❌" if failed(row) else "✅"

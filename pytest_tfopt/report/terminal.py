@@ -20,6 +20,8 @@ def _latency(row: dict[str, Any], which: str) -> Any:
 
 
 def _status(verdict: dict[str, Any]) -> str:
+    if verdict["passed"] is None:
+        return "INCONCLUSIVE"
     if not verdict["passed"]:
         return "FAIL"
     return "RECORDED" if verdict["message"].endswith("--tfopt-perf=record)") else "PASS"
