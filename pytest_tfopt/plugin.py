@@ -392,9 +392,13 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         verdicts = [_recorded(v) for v in verdicts]
     _measure_accuracy(model, reference)
     broken = [v.message for v in verdicts if v.passed is False]
+    if broken:
+        from .triage import failure_note  # lazy: the debugger runs only for failing accuracy budgets
+
+        note = failure_note(bench, model, verdicts) or f"kept artifact: {model.path}"
     _record(item, model, reference, verdicts, "failed" if broken else "passed")
     if broken:
-        pytest.fail("\n".join(broken), pytrace=False)
+        pytest.fail("\n".join([*broken, note]), pytrace=False)
     return result
 
 

@@ -40,6 +40,8 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
             for v in verdicts
         ],
     }
+    if m.get("quantization_triage") is not None:
+        row["triage"] = m["quantization_triage"].summary()
     for key, stats in m.items():
         if key.startswith("fidelity_"):
             row[key] = stats

@@ -210,10 +210,11 @@ def load_entry_points(registry: Any, group: str) -> None:
 
 def default_registry() -> VariantRegistry:
     """A registry holding the built-in recipes and those of installed packages (entry points)."""
-    from . import collab, distill, graphopt, lowrank, ptq, tfmot_recipes
+    from . import collab, distill, graphopt, lowrank, ptq, selective, tfmot_recipes
 
     registry = VariantRegistry()
     ptq.register(registry)
+    selective.register(registry)  # int8 with max_drop, replacing ptq's plain int8
     tfmot_recipes.register(registry)
     lowrank.register(registry)
     graphopt.register(registry)

@@ -1,0 +1,241 @@
+"""Accuracy-aware INT8: ``int8(max_drop=0.01)`` keeps the layers quantization hurts most in float.
+
+This module registers the ``int8`` precision in place of the plain one from ``ptq.py``. Without
+``max_drop`` it *is* the plain recipe (same artifact bytes and metadata). With ``max_drop`` it:
+
+0. builds plain ``int8`` and measures its top-1 drop against fp32 (both ``.tflite`` on LiteRT) on
+   the calibration samples (labelled: they come from the training split, never the evaluation
+   split); if the drop is within ``max_drop`` that artifact is the result;
+1. otherwise ranks the quantized layers with TensorFlow's ``QuantizationDebugger``
+   (RMSE/scale, see ``triage.py``) and keeps the worst 1, 2, ... of them float
+   (``QuantizationDebugOptions(denylisted_nodes=...)`` + ``get_nondebug_quantized_model()``), one
+   more each round, until the drop is within budget;
+2. when every scored layer is float and the budget still breaks (or the debugger cannot quantize
+   anything with that many layers denylisted), falls back to dynamic-range quantization, which keeps
+   every activation, the input included, float.
+
+The artifact is the first candidate within budget or, when none is, the one with the smallest drop
+(``met: false``). Its metadata (``selective``) names the float layers with their RMSE/scale, the
+drop reached, and every round.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import tfenv
+from ..artifact import Artifact
+from ..dataset import Dataset
+from ..errors import UsageError
+from ..models import SourceModel
+from . import Recipe, VariantRegistry
+from .ptq import DESCRIPTIONS, _build
+
+DEBUG_SAMPLES = 50
+
+
+def register(registry: VariantRegistry) -> None:
+    """Register ``int8`` with the ``max_drop`` parameter (replaces the plain ``int8``)."""
+    registry.register(
+        Recipe(
+            "int8",
+            build,
+            DESCRIPTIONS["int8"] + "; int8(max_drop=0.01) keeps the worst layers float until the "
+            "top-1 drop on the calibration samples is within 0.01",
+            {"calibration_size": None, "max_drop": None},
+            needs_calibration=True,
+            validate=validate,
+        )
+    )
+
+
+def validate(params: dict[str, Any]) -> None:
+    """``max_drop`` is ``None`` or a finite number >= 0 (a top-1 drop, e.g. 0.01 = one point)."""
+    value = params.get("max_drop")
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise UsageError(
+            f"int8(max_drop={value!r}): max_drop must be a number >= 0, the top-1 drop allowed against fp32 "
+            "(e.g. int8(max_drop=0.01) for one point)"
+        )
+
+
+def build(source: SourceModel, calibration: Dataset | None, params: dict[str, Any]) -> Artifact:
+    """Plain ``int8`` without ``max_drop``; the accuracy-aware search with it."""
+    plain = _build("int8")(source, calibration, params)
+    if params.get("max_drop") is None:
+        return plain
+    return _search(source, calibration, float(params["max_drop"]), plain)
+
+
+class _Judge:
+    """Top-1 drop of a candidate against fp32 on the calibration samples (``.tflite`` on LiteRT)."""
+
+    def __init__(self, source: SourceModel, data: Dataset) -> None:
+        from ..measure.accuracy import top1
+
+        self.data = data
+        self._top1 = top1
+        reference = _predict(source.converter().convert(), data.x)
+        if data.y is not None:
+            self.metric = "top1"
+            self.labels = data.y
+        else:  # unlabelled calibration data: agreement with fp32's top-1 instead
+            self.metric = "top1 agreement with fp32"
+            self.labels = _classes(reference)
+        self.reference = self._top1(self.labels, reference)
+
+    def drop(self, content: bytes) -> tuple[float, float]:
+        value = self._top1(self.labels, _predict(content, self.data.x))
+        return self.reference - value, value
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    round: int
+    drop: float
+    content: bytes = field(repr=False)
+    settings: dict[str, str]
+    floats: tuple[Any, ...] = ()
+    fallback: str | None = None
+
+
+def _search(source: SourceModel, calibration: Dataset, max_drop: float, plain: Artifact) -> Artifact:
+    from ..triage import debug_inputs, open_debugger, quiet
+
+    tf = tfenv.tensorflow()
+    judge = _Judge(source, calibration)
+    rounds: list[dict[str, Any]] = []
+    candidates: list[_Candidate] = []
+    base_settings = dict(plain.metadata.get("settings", {}))
+
+    def record(
+        content: bytes, settings: dict[str, str], floats: tuple[Any, ...] = (), fallback: str | None = None
+    ) -> bool:
+        drop, value = judge.drop(content)
+        n = len(rounds)
+        rounds.append(
+            {
+                "round": n,
+                "float_layers": [f"{r.label} ({r.op})" for r in floats],
+                "drop": drop,
+                "top1": value,
+                "size_bytes": len(content),
+                **({"fallback": fallback} if fallback else {}),
+            }
+        )
+        candidates.append(_Candidate(n, drop, content, settings, floats, fallback))
+        return drop <= max_drop
+
+    met = record(plain.content, base_settings)
+    ranking: list[Any] = []
+    reason = None
+    if not met:
+        try:
+            with quiet():
+                debugger = open_debugger(source, calibration, debug_inputs(source, calibration, DEBUG_SAMPLES))
+                met, reason, ranking = _denylist_rounds(debugger, source, base_settings, record, tf)
+        except Exception as exc:  # the debugger failed: plain int8 and dynamic range remain
+            reason = f"QuantizationDebugger unavailable ({type(exc).__name__}: {_first(exc)})"
+    if not met:
+        dynamic = _build("dynamic")(source, None, {})
+        record(
+            dynamic.content,
+            dict(dynamic.metadata.get("settings", {})),
+            fallback=f"dynamic-range quantization: {reason}",
+        )
+
+    best = _best(candidates, max_drop)
+    selective = {
+        "max_drop": max_drop,
+        "met": bool(best.drop <= max_drop),
+        "drop": best.drop,
+        "metric": judge.metric,
+        "reference_top1": judge.reference,
+        "top1": rounds[best.round]["top1"],
+        "validation": f"calibration samples ({len(calibration)}, training split)",
+        "chosen_round": best.round,
+        "float_layers": [
+            {
+                "layer": r.layer,
+                "op": r.op,
+                "tensor": r.tensor,
+                "rmse_scale": r.rmse_scale,
+                "why": f"float from round {i + 1}: worst RMSE/scale ({r.rmse_scale:.2f}) of the layers still quantized",
+            }
+            for i, r in enumerate(best.floats)
+        ],
+        "fallback": best.fallback,
+        "rounds": rounds,
+        "ranking": [r.to_dict() for r in ranking[:10]],
+    }
+    return Artifact(
+        best.content,
+        {"variant": "int8", "converter": _converter_text(best), "settings": best.settings, "selective": selective},
+    )
+
+
+def _denylist_rounds(
+    debugger: Any, source: SourceModel, base_settings: dict[str, str], record: Any, tf: Any
+) -> tuple[bool, str | None, list[Any]]:
+    """Float one more layer per round: the worst of the current ranking, re-ranked after each round
+    (a broken layer hides the error of the layers after it). Returns (met, why it stopped, first ranking)."""
+    from ..triage import rank_layers
+
+    first: list[Any] = []
+    floats: list[Any] = []
+    while True:
+        ranking = rank_layers(debugger, source)
+        first = first or ranking
+        chosen = {r.tensor for r in floats}
+        remaining = [r for r in ranking if r.tensor not in chosen and math.isfinite(r.rmse_scale) and r.rmse_scale > 0]
+        if not remaining:
+            return False, f"{len(floats)} layers float, no quantized layer left with a measurable error", first
+        floats.append(remaining[0])
+        nodes = [r.tensor for r in floats]
+        try:
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes)
+        except ValueError as exc:
+            # every quantized op denylisted: "Please check if the quantized model is in debug mode"
+            return False, f"with {len(nodes)} layers float nothing is left to quantize ({_first(exc)})", first
+        settings = {**base_settings, "denylisted_nodes": repr(nodes)}
+        if record(debugger.get_nondebug_quantized_model(), settings, tuple(floats)):
+            return True, None, first
+        debugger.run()
+
+
+def _best(candidates: list[_Candidate], max_drop: float) -> _Candidate:
+    """The first candidate within budget, else the smallest drop (earliest round on ties)."""
+    within = [c for c in candidates if c.drop <= max_drop]
+    return within[0] if within else min(candidates, key=lambda c: (c.drop, c.round))
+
+
+def _converter_text(best: _Candidate) -> str:
+    if best.fallback:
+        return "tf.lite.TFLiteConverter (dynamic-range fallback)"
+    if best.floats:
+        return "tf.lite.TFLiteConverter + QuantizationDebugger (selective: denylisted_nodes)"
+    return "tf.lite.TFLiteConverter"
+
+
+def _predict(content: bytes, x: np.ndarray) -> np.ndarray:
+    from ..backends.tflite import TFLiteRunner
+
+    return TFLiteRunner(content, threads=tfenv.default_threads()).predict(np.asarray(x))
+
+
+def _classes(pred: np.ndarray) -> np.ndarray:
+    pred = np.asarray(pred)
+    if pred.ndim == 1 or pred.shape[-1] == 1:
+        return (pred.reshape(len(pred)) > 0.5).astype(np.int64)
+    return pred.argmax(axis=-1)
+
+
+def _first(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[0] if lines else "")[:160]
