@@ -133,7 +133,10 @@ class TFLiteRunner(Runner):
         n = len(x)
         if n == 0:
             raise DatasetError("predict() got 0 samples: give at least one")
-        batch = min(batch_size or DEFAULT_BATCH, n)
+        # spread the samples evenly over the fewest batches of at most batch_size (65 samples with a
+        # limit of 64 run as 33 + 32, not 64 + a padded 64), so padding wastes less than one sample per batch
+        limit = min(batch_size or DEFAULT_BATCH, n)
+        batch = -(-n // -(-n // limit))
         if not self._resize(batch):
             batch = self._batch
         outputs = []
