@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .errors import UsageError
 from .measure import accuracy as acc
 from .measure import fidelity
@@ -142,6 +144,41 @@ class MaxLatency:
             f"{_op(passed, '<=', '>')} budget {self.limit_ms:g} ms"
         )
         return Verdict(self.marker, passed, value, ref, self.limit_ms, text)
+
+
+@dataclass(frozen=True)
+class MaxOutputDiff:
+    """Every output of the variant within ``atol + rtol * |ref|`` of fp32 on ``reference_backend``.
+
+    Same inputs (``eval_dataset``); the message also gives mean absolute error, cosine
+    similarity and top-1 agreement.
+    """
+
+    atol: float = 1e-3
+    rtol: float = 0.0
+    reference_backend: str = "tf"
+    marker: str = "max_output_diff"
+
+    def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
+        ours, theirs = model.predictions(), reference.predictions()
+        if ours.shape != theirs.shape:
+            return Verdict(self.marker, False, float("inf"), None, self.atol,
+                           f"max_output_diff broken: {_head(model)} outputs {ours.shape} but fp32 on "
+                           f"{reference.backend} outputs {theirs.shape}")
+        diff = np.abs(ours.astype(np.float64) - theirs)
+        beyond = int(np.sum(diff > self.atol + self.rtol * np.abs(theirs)))
+        worst, mean = float(diff.max()), float(diff.mean())
+        cos, agree = fidelity.cosine(theirs, ours), fidelity.top1_agreement(theirs, ours)
+        model.measurements.update({f"parity_{reference.backend}_max_abs": worst, f"parity_{reference.backend}_mean_abs": mean,
+                                   f"parity_{reference.backend}_cosine": cos, f"parity_{reference.backend}_top1_agreement": agree})
+        passed = beyond == 0
+        text = (
+            f"max_output_diff(atol={self.atol:g}, rtol={self.rtol:g}, reference={self.reference_backend!r}) "
+            f"{'holds' if passed else 'broken'}: {_head(model)} vs fp32 on {reference.backend}: max |diff| {worst:.3g}, "
+            f"mean {mean:.3g}, cosine {cos:.6f}, top-1 agreement {agree:.2%}; "
+            f"{beyond} of {diff.size} outputs beyond atol + rtol*|ref|"
+        )
+        return Verdict(self.marker, passed, worst, None, self.atol, text)
 
 
 def _decide(point: bool, surely_holds: bool, surely_broken: bool) -> bool | None:
@@ -357,6 +394,14 @@ def _speedup(ratio: Any = None, reference: Any = "fp32", batch_size: Any = 1) ->
     return MinSpeedup(_number(ratio, "min_speedup"), reference, batch_size)
 
 
+def _output_diff(atol: Any = 1e-3, rtol: Any = 0.0, reference: Any = "tf") -> MaxOutputDiff:
+    value_atol = _number(atol, "max_output_diff(atol=...)", allow_zero=True)
+    value_rtol = _number(rtol, "max_output_diff(rtol=...)", allow_zero=True)
+    if not isinstance(reference, str) or not reference:
+        raise UsageError(f"max_output_diff(reference=...) must be a backend name, got {reference!r}")
+    return MaxOutputDiff(value_atol, value_rtol, reference)
+
+
 def _size(limit_kb: Any = None) -> MaxSize:
     if limit_kb is None:
         raise UsageError("max_size_kb needs the budget in KB, e.g. @pytest.mark.max_size_kb(150)")
@@ -391,6 +436,7 @@ PARSERS = {
     "min_accuracy_drop": lambda *a, **k: _accuracy("min_accuracy_drop", *a, **k),
     "max_latency_ms": _latency,
     "min_throughput": _throughput,
+    "max_output_diff": _output_diff,
     "min_speedup": _speedup,
     "max_size_kb": _size,
     "min_compression_ratio": _ratio,
@@ -404,6 +450,7 @@ MARKER_DOCS = {
     "min_accuracy_drop": "min_accuracy_drop(drop, relative=False, metric=None, confidence=None): alias of max_accuracy_drop (same meaning).",
     "min_fidelity": "min_fidelity(threshold, metric='top1_agreement'): label-free agreement with fp32's outputs on eval_dataset (top1_agreement, cosine, snr_db: at least; kl_divergence, max_abs_error: at most).",
     "max_latency_ms": "max_latency_ms(ms, percentile=50, batch_size=1): the variant's latency percentile must be at most `ms` (inconclusive when its 95% interval straddles `ms`).",
+    "max_output_diff": "max_output_diff(atol=1e-3, rtol=0, reference='tf'): every output within atol + rtol*|ref| of fp32 on the reference backend (same eval_dataset inputs).",
     "min_throughput": "min_throughput(samples_per_s, batch_size=1): at least this many samples/s at the median latency.",
     "min_speedup": "min_speedup(ratio, reference='fp32', batch_size=1): reference time / variant time, measured interleaved, at least `ratio` (decided on its 95% interval).",
     "max_size_kb": "max_size_kb(kb): the variant's artifact must be at most `kb` KB (1 KB = 1024 bytes).",

@@ -408,7 +408,8 @@ PERF_MARKERS = ("max_latency_ms", "min_throughput", "min_speedup")
 def _reference_for(budget: Any, bench: Workbench, model: Any, reference: Any) -> Any:
     """fp32 on the same backend, or the variant a budget names (``min_speedup(reference="int8")``)."""
     name = getattr(budget, "reference_variant", "fp32")
-    return reference if name == "fp32" else bench.runnable(name, model.backend)
+    backend = getattr(budget, "reference_backend", model.backend)
+    return reference if (name, backend) == ("fp32", model.backend) else bench.runnable(name, backend)
 
 
 def _is_perf(budget: Any) -> bool:

@@ -43,7 +43,7 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
     if m.get("quantization_triage") is not None:
         row["triage"] = m["quantization_triage"].summary()
     for key, stats in m.items():
-        if key.startswith("fidelity_"):
+        if key.startswith(("fidelity_", "parity_")):
             row[key] = stats
         if key.startswith("latency_b"):
             for field in ("p50", "p90", "p95", "p99", "mean", "stdev", "min", "max"):

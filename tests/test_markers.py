@@ -75,3 +75,33 @@ def test_bad_marker_argument_is_a_usage_error_naming_the_test(suite):
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*test_suite.py::test_typo*percentile=42*must be one of 50, 90, 95, 99*"])
+
+
+def test_max_output_diff_against_a_reference_backend(suite):
+    result = suite(
+        """
+import pytest
+
+@pytest.mark.tfopt_variants("float16")
+@pytest.mark.max_output_diff(atol=0.01, reference="tflite")
+def test_close(optimized_model):
+    pass
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.max_output_diff(atol=1e-6, reference="tflite")
+def test_far(optimized_model):
+    pass
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.max_output_diff(atol=1e-3, reference="tensorrt")
+def test_reference_missing(optimized_model):
+    pass
+""",
+        "-rs",
+    )
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    result.stdout.fnmatch_lines([
+        "max_output_diff(atol=1e-06, rtol=0, reference='tflite') broken: int8 on tflite vs fp32 on tflite: "
+        "max |diff| *, mean *, cosine 0.99*, top-1 agreement 99.*%; * of 4500 outputs beyond atol + rtol*|ref|",
+    ])
+    result.stdout.fnmatch_lines(["SKIPPED*backend 'tensorrt' is not available on this machine*"])
