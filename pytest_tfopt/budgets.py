@@ -181,6 +181,24 @@ class MaxOutputDiff:
         return Verdict(self.marker, passed, worst, None, self.atol, text)
 
 
+@dataclass(frozen=True)
+class MaxMemory:
+    """Peak resident memory loading + running the variant adds (fresh process), at most ``limit_mb`` MiB."""
+
+    limit_mb: float
+    marker: str = "max_memory_mb"
+
+    def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
+        value = model.memory().peak_mb
+        ref = reference.memory().peak_mb
+        passed = value <= self.limit_mb
+        text = (
+            f"max_memory_mb({self.limit_mb:g}) {'holds' if passed else 'broken'}: {_head(model)}: peak "
+            f"{value:.2f} MiB added by load + run (fp32 {ref:.2f} MiB) {'<=' if passed else '>'} budget {self.limit_mb:g} MiB"
+        )
+        return Verdict(self.marker, passed, value, ref, self.limit_mb, text)
+
+
 def _decide(point: bool, surely_holds: bool, surely_broken: bool) -> bool | None:
     """True/False when the 95 % interval is on one side of the budget; None (inconclusive) when it straddles it."""
     if surely_holds:
@@ -402,6 +420,12 @@ def _output_diff(atol: Any = 1e-3, rtol: Any = 0.0, reference: Any = "tf") -> Ma
     return MaxOutputDiff(value_atol, value_rtol, reference)
 
 
+def _memory(limit_mb: Any = None) -> MaxMemory:
+    if limit_mb is None:
+        raise UsageError("max_memory_mb needs the budget in MiB, e.g. @pytest.mark.max_memory_mb(64)")
+    return MaxMemory(_number(limit_mb, "max_memory_mb budget"))
+
+
 def _size(limit_kb: Any = None) -> MaxSize:
     if limit_kb is None:
         raise UsageError("max_size_kb needs the budget in KB, e.g. @pytest.mark.max_size_kb(150)")
@@ -437,6 +461,7 @@ PARSERS = {
     "max_latency_ms": _latency,
     "min_throughput": _throughput,
     "max_output_diff": _output_diff,
+    "max_memory_mb": _memory,
     "min_speedup": _speedup,
     "max_size_kb": _size,
     "min_compression_ratio": _ratio,
@@ -451,6 +476,7 @@ MARKER_DOCS = {
     "min_fidelity": "min_fidelity(threshold, metric='top1_agreement'): label-free agreement with fp32's outputs on eval_dataset (top1_agreement, cosine, snr_db: at least; kl_divergence, max_abs_error: at most).",
     "max_latency_ms": "max_latency_ms(ms, percentile=50, batch_size=1): the variant's latency percentile must be at most `ms` (inconclusive when its 95% interval straddles `ms`).",
     "max_output_diff": "max_output_diff(atol=1e-3, rtol=0, reference='tf'): every output within atol + rtol*|ref| of fp32 on the reference backend (same eval_dataset inputs).",
+    "max_memory_mb": "max_memory_mb(mib): peak resident memory a fresh load + one run of the variant adds (Linux).",
     "min_throughput": "min_throughput(samples_per_s, batch_size=1): at least this many samples/s at the median latency.",
     "min_speedup": "min_speedup(ratio, reference='fp32', batch_size=1): reference time / variant time, measured interleaved, at least `ratio` (decided on its 95% interval).",
     "max_size_kb": "max_size_kb(kb): the variant's artifact must be at most `kb` KB (1 KB = 1024 bytes).",

@@ -40,6 +40,8 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
             for v in verdicts
         ],
     }
+    if m.get("memory") is not None:
+        row["memory_peak_mb"] = m["memory"].peak_mb
     if m.get("quantization_triage") is not None:
         row["triage"] = m["quantization_triage"].summary()
     for key, stats in m.items():

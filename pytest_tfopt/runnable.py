@@ -91,6 +91,17 @@ class RunnableModel:
             self._predictions[data.hash] = out
         return self._predictions[data.hash]
 
+    def memory(self, batch_size: int = 1) -> Any:
+        """Peak resident memory (MiB) loading this artifact and running one batch adds, in a fresh process."""
+        from .measure.memory import measure as measure_memory
+
+        if "memory" not in self.measurements:
+            if self.path is None:
+                raise DatasetError("memory() needs a cached artifact: build the model through a Workbench")
+            threads = int(self.runner.info.get("threads", 1))
+            self.measurements["memory"] = measure_memory(self.backend, self.path, threads, batch_size)
+        return self.measurements["memory"]
+
     def latency(self, batch_size: int = 1, settings: LatencySettings | None = None) -> LatencyStats:
         """Invoke-only latency of one batch of ``batch_size`` samples, ms (memoized per batch size)."""
         if batch_size < 1:

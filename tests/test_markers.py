@@ -105,3 +105,23 @@ def test_reference_missing(optimized_model):
         "max |diff| *, mean *, cosine 0.99*, top-1 agreement 99.*%; * of 4500 outputs beyond atol + rtol*|ref|",
     ])
     result.stdout.fnmatch_lines(["SKIPPED*backend 'tensorrt' is not available on this machine*"])
+
+
+def test_max_memory_mb_passes_and_fails(suite):
+    result = suite(
+        """
+import pytest
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.max_memory_mb(500)
+def test_small(optimized_model):
+    assert 0 <= optimized_model.memory().peak_mb < 500
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.max_memory_mb(0.0001)
+def test_tiny_budget(optimized_model):
+    pass
+"""
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["max_memory_mb(0.0001) broken: int8 on tflite: peak * MiB added by load + run (fp32 * MiB) > budget 0.0001 MiB"])
