@@ -56,6 +56,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "among xdist workers")
     group.addoption("--tfopt-strict", action="store_true", default=False,
                     help="fail, instead of skip, tests whose backend or variant cannot run here")
+    group.addoption("--tfopt-pin-cores", action="store_true", default=False,
+                    help="pin each xdist worker to its own core(s) so latency measurements do not disturb each other "
+                         "(each worker then has fewer threads; see README)")
     group.addoption("--tfopt-perf", choices=("enforce", "record", "off"), default="enforce",
                     help="latency budgets: enforce (fail when broken), record (measure and report, never fail), "
                          "off (do not measure) (default: enforce)")
@@ -228,12 +231,26 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "tfopt_variants(*names): variants to parametrize optimized_model over")
     for _name, doc in MARKER_DOCS.items():
         config.addinivalue_line("markers", doc)
+    if config.option.tfopt_pin_cores:
+        _pin_worker()
     with _usage_errors():
         tfenv.configure(tfenv.TfSettings(keras=config.getini("tfopt_keras") or "auto",
                                          threads=config.option.tfopt_threads or tfenv.default_threads()))
         state = TfoptState(config)
     config.stash[STATE] = state
     config.pluginmanager.register(state, "tfopt-state")
+
+
+def _pin_worker() -> None:
+    """Give xdist worker gwN the N-th share of this process's cores (before TensorFlow starts)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    index = int(worker[2:])
+    share = [c for i, c in enumerate(cores) if i % count == index % count] or [cores[index % len(cores)]]
+    os.sched_setaffinity(0, share)
 
 
 def _state(config: pytest.Config) -> TfoptState:

@@ -35,3 +35,32 @@ def test_uses_int8(optimized_model, n):
     result.stdout.fnmatch_lines(["*tfopt summary*"])
     assert sum("int8     tflite" in line for line in result.stdout.lines) == 4
     result.stdout.fnmatch_lines(["artifacts: 2 built (*s), 2 reused; cache: *"])
+
+
+def test_pin_cores_gives_each_worker_its_own_cores(pytester, tmp_path, model_path, data_path):
+    import os
+
+    if len(os.sched_getaffinity(0)) < 2:
+        import pytest
+
+        pytest.skip("needs at least 2 cores to pin 2 workers apart")
+    pytester.makeini(f"[pytest]\ntfopt_model = {model_path}\ntfopt_dataset = {data_path}\n")
+    pytester.makepyfile(
+        """
+import json, os
+import pytest
+
+@pytest.mark.parametrize("n", range(4))
+def test_affinity(n):
+    with open(f"aff-{n}.json", "w") as fh:
+        json.dump({"worker": os.environ["PYTEST_XDIST_WORKER"], "cores": sorted(os.sched_getaffinity(0))}, fh)
+"""
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", "--tfopt-pin-cores")
+    result.assert_outcomes(passed=4)
+    seen = {}
+    for n in range(4):
+        record = json.loads((pytester.path / f"aff-{n}.json").read_text())
+        seen[record["worker"]] = tuple(record["cores"])
+    assert set(seen) == {"gw0", "gw1"}
+    assert not set(seen["gw0"]) & set(seen["gw1"])  # disjoint core sets
