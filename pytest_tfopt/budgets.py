@@ -37,11 +37,24 @@ class Verdict:
     message: str
 
 
+def _show(value: Any) -> str:
+    """``repr(value)``, bounded (a 5000-digit int has no repr)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _number(value: Any, what: str, *, positive: bool = True, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UsageError(f"{what} must be a finite number, got {value!r}")
+    try:
+        finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:
+        finite = False
+    if not finite:
+        raise UsageError(f"{what} must be a finite number, got {_show(value)}")
     if positive and (value < 0 or (value == 0 and not allow_zero)):
-        raise UsageError(f"{what} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+        raise UsageError(f"{what} must be {'>= 0' if allow_zero else '> 0'}, got {_show(value)}")
     return float(value)
 
 
@@ -365,11 +378,11 @@ def _accuracy(marker: str, limit: Any = None, relative: bool = False, metric: An
         raise UsageError(f"{marker} needs the budget, e.g. @pytest.mark.{marker}(0.01)")
     _number(limit, f"{marker} budget", allow_zero=True)
     if not isinstance(relative, bool):
-        raise UsageError(f"{marker}(relative=...) must be True or False, got {relative!r}")
+        raise UsageError(f"{marker}(relative=...) must be True or False, got {_show(relative)}")
     if confidence is not None:
         value = _number(confidence, f"{marker}(confidence=...)")
         if not 0.5 <= value < 1:
-            raise UsageError(f"{marker}(confidence={confidence!r}) must be in [0.5, 1), e.g. 0.95")
+            raise UsageError(f"{marker}(confidence={_show(confidence)}) must be in [0.5, 1), e.g. 0.95")
     acc.resolve(metric)
     return AccuracyDrop(float(limit), relative, metric, marker, None if confidence is None else float(confidence))
 
@@ -378,7 +391,7 @@ def _fidelity(limit: Any = None, metric: Any = "top1_agreement") -> MinFidelity:
     if limit is None:
         raise UsageError("min_fidelity needs the threshold, e.g. @pytest.mark.min_fidelity(0.99, metric=\"top1_agreement\")")
     if not isinstance(metric, str):
-        raise UsageError(f"min_fidelity(metric=...) must be a name, got {metric!r}")
+        raise UsageError(f"min_fidelity(metric=...) must be a name, got {_show(metric)}")
     fidelity.resolve(metric)
     return MinFidelity(_number(limit, "min_fidelity threshold", positive=False), metric)
 
@@ -387,10 +400,10 @@ def _latency(limit_ms: Any = None, percentile: Any = 50, batch_size: Any = 1) ->
     if limit_ms is None:
         raise UsageError("max_latency_ms needs the budget in ms, e.g. @pytest.mark.max_latency_ms(2.0)")
     _number(limit_ms, "max_latency_ms budget")
-    if percentile not in PERCENTILES:
-        raise UsageError(f"max_latency_ms(percentile={percentile!r}) must be one of {', '.join(map(str, PERCENTILES))}")
+    if isinstance(percentile, bool) or not isinstance(percentile, int) or percentile not in PERCENTILES:
+        raise UsageError(f"max_latency_ms(percentile={_show(percentile)}) must be one of {', '.join(map(str, PERCENTILES))}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"max_latency_ms(batch_size={batch_size!r}) must be an integer >= 1")
+        raise UsageError(f"max_latency_ms(batch_size={_show(batch_size)}) must be an integer >= 1")
     return MaxLatency(float(limit_ms), int(percentile), batch_size)
 
 
@@ -398,7 +411,7 @@ def _throughput(limit: Any = None, batch_size: Any = 1) -> MinThroughput:
     if limit is None:
         raise UsageError("min_throughput needs samples/s, e.g. @pytest.mark.min_throughput(200, batch_size=32)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"min_throughput(batch_size={batch_size!r}) must be an integer >= 1")
+        raise UsageError(f"min_throughput(batch_size={_show(batch_size)}) must be an integer >= 1")
     return MinThroughput(_number(limit, "min_throughput"), batch_size)
 
 
@@ -406,9 +419,9 @@ def _speedup(ratio: Any = None, reference: Any = "fp32", batch_size: Any = 1) ->
     if ratio is None:
         raise UsageError("min_speedup needs the ratio, e.g. @pytest.mark.min_speedup(1.5, reference=\"fp32\")")
     if not isinstance(reference, str) or not reference:
-        raise UsageError(f"min_speedup(reference=...) must be a variant name, got {reference!r}")
+        raise UsageError(f"min_speedup(reference=...) must be a variant name, got {_show(reference)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"min_speedup(batch_size={batch_size!r}) must be an integer >= 1")
+        raise UsageError(f"min_speedup(batch_size={_show(batch_size)}) must be an integer >= 1")
     return MinSpeedup(_number(ratio, "min_speedup"), reference, batch_size)
 
 
@@ -416,7 +429,7 @@ def _output_diff(atol: Any = 1e-3, rtol: Any = 0.0, reference: Any = "tf") -> Ma
     value_atol = _number(atol, "max_output_diff(atol=...)", allow_zero=True)
     value_rtol = _number(rtol, "max_output_diff(rtol=...)", allow_zero=True)
     if not isinstance(reference, str) or not reference:
-        raise UsageError(f"max_output_diff(reference=...) must be a backend name, got {reference!r}")
+        raise UsageError(f"max_output_diff(reference=...) must be a backend name, got {_show(reference)}")
     return MaxOutputDiff(value_atol, value_rtol, reference)
 
 
@@ -436,7 +449,7 @@ def _ratio(ratio: Any = None, compressed: Any = False) -> MinCompression:
     if ratio is None:
         raise UsageError("min_compression_ratio needs the ratio, e.g. @pytest.mark.min_compression_ratio(2.0)")
     if not isinstance(compressed, bool):
-        raise UsageError(f"min_compression_ratio(compressed=...) must be True or False, got {compressed!r}")
+        raise UsageError(f"min_compression_ratio(compressed=...) must be True or False, got {_show(compressed)}")
     return MinCompression(_number(ratio, "min_compression_ratio"), compressed)
 
 
@@ -445,13 +458,13 @@ def _sparsity(limit: Any = None) -> MinSparsity:
         raise UsageError("min_sparsity needs the fraction of zero weights, e.g. @pytest.mark.min_sparsity(0.5)")
     value = _number(limit, "min_sparsity", allow_zero=True)
     if value > 1:
-        raise UsageError(f"min_sparsity({limit!r}) is a fraction of weights: use a value in [0, 1]")
+        raise UsageError(f"min_sparsity({_show(limit)}) is a fraction of weights: use a value in [0, 1]")
     return MinSparsity(value)
 
 
 def _unique(limit: Any = None) -> MaxUniqueWeights:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise UsageError(f"max_unique_weights needs a whole number >= 1, got {limit!r}; e.g. max_unique_weights(16)")
+        raise UsageError(f"max_unique_weights needs a whole number >= 1, got {_show(limit)}; e.g. max_unique_weights(16)")
     return MaxUniqueWeights(limit)
 
 
@@ -545,23 +558,25 @@ class ChangeBudget:
 def parse_change(metric: str, spec: Any) -> ChangeBudget:
     """A :class:`ChangeBudget` from ``"+10%"``, ``"-0.005"``, ``"+0%"``; usage errors say how to write it."""
     if metric not in CHANGE_METRICS:
-        raise UsageError(f"unknown change metric {metric!r}: use one of {', '.join(CHANGE_METRICS)}")
+        raise UsageError(f"unknown change metric {_show(metric)}: use one of {', '.join(CHANGE_METRICS)}")
     higher = CHANGE_METRICS[metric][0]
     worse_sign = "-" if higher else "+"
-    text = str(spec).strip()
     example = f"{metric} = \"{worse_sign}{'0.005' if higher else '10%'}\""
+    if isinstance(spec, int) and not isinstance(spec, bool) and spec.bit_length() > 64:
+        raise UsageError(f"{metric} = <a huge number> is not a change threshold: write e.g. {example}")
+    text = str(spec).strip()
     relative = text.endswith("%")
     body = text[:-1] if relative else text
     try:
         number = float(body)
     except ValueError:
-        raise UsageError(f"{metric} = {spec!r} is not a change threshold: write e.g. {example}") from None
+        raise UsageError(f"{metric} = {_show(spec)} is not a change threshold: write e.g. {example}") from None
     if not math.isfinite(number):
-        raise UsageError(f"{metric} = {spec!r} must be finite: write e.g. {example}")
+        raise UsageError(f"{metric} = {_show(spec)} must be finite: write e.g. {example}")
     sign = body[:1]
     if sign in "+-" and sign != worse_sign and number != 0:
         raise UsageError(
-            f"{metric} = {spec!r}: a change threshold says how much worse it may get, and worse is "
+            f"{metric} = {_show(spec)}: a change threshold says how much worse it may get, and worse is "
             f"{'lower' if higher else 'higher'} for {metric}: write e.g. {example}"
         )
     allowed = abs(number) / 100 if relative else abs(number)

@@ -90,9 +90,16 @@ def parse(text: str, path: str, pyproject: bool = False) -> BudgetsFile:
     """Parse budgets-file ``text``; every problem is a usage error naming ``path`` and the line or key."""
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"budgets file {path}: not valid TOML ({exc}): fix the syntax") from None
-    raw = data.get("tool", {}).get("tfopt", {}).get("budgets", []) if pyproject else data.get("budgets", [])
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
+        raise UsageError(f"budgets file {path}: not valid TOML ({str(exc)[:120]}): fix the syntax") from None
+    if pyproject:
+        tool = data.get("tool", {})
+        tfopt = tool.get("tfopt", {}) if isinstance(tool, dict) else None
+        if not isinstance(tfopt, dict):
+            raise UsageError(f"budgets file {path}: [tool] / [tool.tfopt] must be tables: write [[tool.tfopt.budgets]] entries")
+        raw = tfopt.get("budgets", [])
+    else:
+        raw = data.get("budgets", [])
     if not pyproject:
         unknown_top = [k for k in data if k != "budgets"]
         if unknown_top:

@@ -164,7 +164,7 @@ class ArtifactCache:
             with open(data_path, "rb") as fh:
                 content = fh.read()
         except (OSError, ValueError):  # includes a missing artifact and undecodable or malformed JSON
-            warnings.warn(f"pytest-tfopt: cache entry {key} is incomplete; rebuilding it", stacklevel=3)
+            warnings.warn(f"pytest-tfopt: cache entry {key} is incomplete or damaged; rebuilding it", stacklevel=3)
             return None
         if hashlib.sha256(content).hexdigest() != entry["sha256"]:
             warnings.warn(

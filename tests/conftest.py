@@ -11,6 +11,13 @@ MODEL = ROOT / "models" / "digits_cnn.h5"
 DATA = ROOT / "fixtures" / "digits.npz"
 
 
+@pytest.fixture(autouse=True)
+def _no_outer_xdist_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Suites run by these tests must not think they are xdist workers when this suite runs under -n 2."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def model_path() -> Path:
     return MODEL

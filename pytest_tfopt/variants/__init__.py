@@ -102,6 +102,19 @@ class Plan:
         return self.id
 
 
+def _bounded(value: Any) -> Any:
+    """Reject literals no recipe parameter can mean (ints over 64 bits crash repr/float downstream)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        raise ValueError("integer too large")
+    if isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            _bounded(item)
+    if isinstance(value, dict):
+        for item in (*value.keys(), *value.values()):
+            _bounded(item)
+    return value
+
+
 def parse_variant(text: str) -> VariantSpec:
     """Parse ``name`` or ``name(key=value, ...)`` (values are Python literals)."""
     match = _SPEC.match(text or "")
@@ -114,10 +127,12 @@ def parse_variant(text: str) -> VariantSpec:
             call = ast.parse(f"f({args})", mode="eval").body
             assert isinstance(call, ast.Call) and not call.args
             for kw in call.keywords:
-                params[kw.arg] = ast.literal_eval(kw.value)
-        except (SyntaxError, ValueError, AssertionError, TypeError):
+                assert kw.arg is not None  # f(**mapping)
+                params[kw.arg] = _bounded(ast.literal_eval(kw.value))
+        except (SyntaxError, ValueError, AssertionError, TypeError, RecursionError, MemoryError, OverflowError):
             raise UsageError(
-                f"variant {text!r}: parameters must be key=literal pairs, e.g. {name}(calibration_size=100)"
+                f"variant {text[:80]!r}: parameters must be key=literal pairs of modest size, "
+                f"e.g. {name}(calibration_size=100)"
             ) from None
     return VariantSpec(name, tuple(sorted(params.items())))
 
@@ -165,7 +180,10 @@ class VariantRegistry:
             valid = ", ".join(recipe.params) or "none"
             raise UsageError(f"variant {spec.name!r} has no parameter {unknown[0]!r}: valid parameters are {valid}")
         if recipe.validate is not None:
-            recipe.validate({**recipe.params, **dict(spec.params)})
+            try:
+                recipe.validate({**recipe.params, **dict(spec.params)})
+            except (TypeError, ValueError, OverflowError) as exc:  # a validator tripped on an odd value
+                raise UsageError(f"variant {spec.name!r}: bad parameter value ({exc})") from None
         return spec, recipe
 
     def resolve(self, text: str | Plan) -> Plan:

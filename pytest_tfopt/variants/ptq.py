@@ -12,7 +12,7 @@ from typing import Any
 from .. import tfenv
 from ..artifact import Artifact
 from ..dataset import Dataset
-from ..errors import ConversionError, DatasetError
+from ..errors import ConversionError, DatasetError, UsageError
 from ..models import SourceModel
 from . import Recipe, VariantRegistry
 
@@ -80,8 +80,17 @@ DESCRIPTIONS = {
 CALIBRATED = ("int8", "int8_io", "int16x8")
 
 
+def validate_calibration_size(params: dict[str, Any]) -> None:
+    """``calibration_size`` is None (the ini default) or a whole number >= 1."""
+    value = params.get("calibration_size")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise UsageError(f"calibration_size={value!r} must be a whole number >= 1 (samples drawn from the training split)")
+
+
 def register(registry: VariantRegistry) -> None:
     """Register the post-training quantization recipes."""
     for name, text in DESCRIPTIONS.items():
-        params = {"calibration_size": None} if name in CALIBRATED else {}
-        registry.register(Recipe(name, _build(name), text, params, needs_calibration=name in CALIBRATED))
+        calibrated = name in CALIBRATED
+        params = {"calibration_size": None} if calibrated else {}
+        registry.register(Recipe(name, _build(name), text, params, needs_calibration=calibrated,
+                                 validate=validate_calibration_size if calibrated else None))

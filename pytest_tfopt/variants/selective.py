@@ -33,7 +33,7 @@ from ..dataset import Dataset
 from ..errors import UsageError
 from ..models import SourceModel
 from . import Recipe, VariantRegistry
-from .ptq import DESCRIPTIONS, _build
+from .ptq import DESCRIPTIONS, _build, validate_calibration_size
 
 DEBUG_SAMPLES = 50
 
@@ -55,6 +55,7 @@ def register(registry: VariantRegistry) -> None:
 
 def validate(params: dict[str, Any]) -> None:
     """``max_drop`` is ``None`` or a finite number >= 0 (a top-1 drop, e.g. 0.01 = one point)."""
+    validate_calibration_size(params)
     value = params.get("max_drop")
     if value is None:
         return
