@@ -53,6 +53,10 @@ class SourceModel:
         model = self.model
         spec = [tf.TensorSpec((None, *self.input_shape), self.input_dtype, name="input")]
         fn = tf.function(lambda x: model(x, training=False), input_signature=spec)
+        if self.kind == "keras3":
+            # Keras 3 models as the trackable object convert to a graph that outputs NaN (their variables
+            # are not tracked the tf.Module way); without one, the converter freezes the captured values
+            return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
         return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], model)
 
     def check_inputs(self, x: np.ndarray, what: str = "data set") -> None:

@@ -524,3 +524,19 @@ def test_check_input_shape_one_axis_is_shown_as_a_tuple():
         check_input_shape((4,), np.zeros((2, 3)), "input", "m")
     one_line(excinfo, DatasetError, "shape (3,) but m expects (4,)")
 
+
+
+def test_keras3_model_converts_to_a_tflite_model_that_computes_the_same(tmp_path):
+    """Regression: a Keras 3 model passed as the converter's trackable object gave all-NaN outputs."""
+    import keras
+
+    from pytest_tfopt import Workbench
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    x = np.random.default_rng(0).random((16, 8, 8, 1), dtype=np.float32)
+    wb = Workbench(model, (x, np.zeros(16, np.int64)), cache_dir=tmp_path, threads=1)
+    out = wb.runnable("fp32").predict(x)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, np.asarray(model(x)), atol=1e-5)

@@ -147,7 +147,7 @@ def test_empty_calibration_set_is_a_clear_error(bench, tmp_path):
 @pytest.mark.parametrize(
     ("variant", "message"),
     [
-        ("int9", "unknown variant 'int9': valid variants are clustered, *dynamic, float16, fp32, *int16x8, int8, int8_io, *pruned"),
+        ("int9", "unknown variant 'int9': valid variants are bf16, clustered, *dynamic, float16, fp32, *int16x8, int8, int8_io, *pruned"),
         ("int8(bits=4)", "variant 'int8' has no parameter 'bits': valid parameters are calibration_size"),
         ("int8(", "is not NAME or NAME(key=value, ...)"),
     ],

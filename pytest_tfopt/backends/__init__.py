@@ -79,12 +79,17 @@ ENTRY_POINT_GROUP = "pytest_tfopt.backends"
 
 def default_registry() -> BackendRegistry:
     """A registry holding the built-in backends and those of installed packages (entry points)."""
+    from .onnx import OnnxRuntimeBackend
     from .tensorrt import TensorRTBackend
+    from .tf import TFBackend, XLABackend
     from .tflite import TFLiteBackend
 
     registry = BackendRegistry()
     registry.register("tflite", TFLiteBackend)
     registry.register("tensorrt", TensorRTBackend)
+    registry.register("tf", TFBackend)
+    registry.register("xla", XLABackend)
+    registry.register("onnxruntime", OnnxRuntimeBackend)
     from ..variants import load_entry_points
 
     load_entry_points(registry, ENTRY_POINT_GROUP)

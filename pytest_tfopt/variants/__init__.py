@@ -232,6 +232,9 @@ def default_registry() -> VariantRegistry:
 
     registry = VariantRegistry()
     ptq.register(registry)
+    from ..backends.tf import register_variants as register_tf_variants
+
+    register_tf_variants(registry)  # bf16, realized by the tf and xla backends
     selective.register(registry)  # int8 with max_drop, replacing ptq's plain int8
     tfmot_recipes.register(registry)
     lowrank.register(registry)

@@ -1,0 +1,342 @@
+"""ONNX Runtime backend: tf2onnx → ONNX → ``onnxruntime.InferenceSession``.
+
+Building: the source's inference ``tf.function`` (Keras 3, tf_keras or a SavedModel's
+``serving_default``) goes through ``tf2onnx.convert.from_function``; a ``.tflite`` source
+through ``tf2onnx.convert.from_tflite``. Every variant starts from that fp32 graph. The opset is ``TFOPT_ONNX_OPSET`` or the ``opset`` argument
+of :class:`OnnxRuntimeBackend` (default 17); it is part of the cache key.
+
+Precisions:
+
+* ``fp32``: the converted graph;
+* ``dynamic``: ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations
+  quantized on the fly);
+* ``int8``: ``quantize_static`` in QDQ format (``QuantizeLinear``/``DequantizeLinear`` pairs),
+  per-channel int8 weights, int8 activations, MinMax-calibrated on the calibration samples;
+* ``float16``: ``convert_float_to_float16(keep_io_types=True)`` from ``onnxconverter_common``
+  or, without it, the copy onnxruntime ships in ``onnxruntime.transformers.float16``.
+
+Anything else raises :class:`~pytest_tfopt.errors.BackendUnavailable` naming the variant.
+Running: CPU, plus the CUDA and TensorRT execution providers when this onnxruntime build has
+them (``onnxruntime-gpu``); ``Runner.info["providers"]`` records the ones the session uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from ..artifact import Artifact
+from ..dataset import Dataset
+from ..errors import BackendUnavailable, ConversionError, DatasetError, UsageError
+from ..models import SourceModel
+from . import Backend, Runner
+from .tf import check_batch, inference_function, input_spec, predict_in_batches
+
+DEFAULT_OPSET = 17
+OPSET_ENV = "TFOPT_ONNX_OPSET"
+PRECISIONS = ("fp32", "dynamic", "float16", "int8")
+PACKAGES = ("tf2onnx", "onnxruntime", "onnx")
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+CALIBRATION_BATCH = 32
+_ORT_TYPES = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16,
+    "tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_,
+}
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Lower the Python loggers ``names`` to ERROR for the duration (tf2onnx and ORT tooling are chatty)."""
+    loggers = [logging.getLogger(n) for n in names]
+    before = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, before, strict=True):
+            lg.setLevel(level)
+
+
+def opset_from_env() -> int:
+    raw = os.environ.get(OPSET_ENV, "").strip()
+    if not raw:
+        return DEFAULT_OPSET
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 7:
+        raise UsageError(f"{OPSET_ENV}={raw!r} is not an ONNX opset: use an integer such as {DEFAULT_OPSET}")
+    return value
+
+
+def missing_packages() -> list[str]:
+    """The packages of :data:`PACKAGES` not installed here."""
+    return [p for p in PACKAGES if importlib.util.find_spec(p) is None]
+
+
+# ---- conversion --------------------------------------------------------------------------------
+def to_onnx(source: SourceModel, opset: int) -> Any:
+    """``source`` as an fp32 ``onnx.ModelProto`` (input named ``input``)."""
+    import tf2onnx
+
+    try:
+        with _quiet("tf2onnx", "root"):
+            if source.kind == "tflite":
+                if not source.path:
+                    raise ConversionError(f"{source.name}: a .tflite source needs its file path for tf2onnx")
+                proto, _ = tf2onnx.convert.from_tflite(source.path, opset=opset)
+            else:
+                fn = inference_function(source)
+                proto, _ = tf2onnx.convert.from_function(fn, input_signature=[input_spec(source)], opset=opset)
+    except (BackendUnavailable, ConversionError):
+        raise
+    except Exception as exc:
+        raise ConversionError(
+            f"tf2onnx could not convert {source.name} (opset {opset}): {_first_line(exc)} "
+            f"(try another opset with {OPSET_ENV}, or run it on backend tflite)"
+        ) from None
+    return proto
+
+
+class _CalibrationReader:
+    """``onnxruntime.quantization.CalibrationDataReader`` over ``calibration.x`` in batches."""
+
+    def __init__(self, input_name: str, x: np.ndarray, dtype: Any, batch: int = CALIBRATION_BATCH) -> None:
+        self.input_name = input_name
+        self.x = np.asarray(x).astype(dtype, copy=False)
+        self.batch = batch
+        self.rewind()
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._start >= len(self.x):
+            return None
+        chunk = self.x[self._start : self._start + self.batch]
+        self._start += self.batch
+        return {self.input_name: chunk}
+
+    def rewind(self) -> None:
+        self._start = 0
+
+
+def _reader(input_name: str, calibration: Dataset, dtype: Any) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(_CalibrationReader, CalibrationDataReader):
+        pass
+
+    return Reader(input_name, calibration.x, dtype)
+
+
+def _float16_converter() -> tuple[Callable[..., Any], str]:
+    try:
+        from onnxconverter_common.float16 import convert_float_to_float16
+
+        return convert_float_to_float16, "onnxconverter_common.float16"
+    except ImportError:
+        pass
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        return convert_float_to_float16, "onnxruntime.transformers.float16"
+    except ImportError:
+        raise BackendUnavailable(
+            "variant 'float16' on backend 'onnxruntime' needs onnxconverter-common: pip install onnxconverter-common"
+        ) from None
+
+
+def _input_dtype(proto: Any) -> tuple[str, Any]:
+    from onnx import helper
+
+    graph_input = proto.graph.input[0]
+    return graph_input.name, helper.tensor_dtype_to_np_dtype(graph_input.type.tensor_type.elem_type)
+
+
+def _preprocessed(proto: Any, tmp: str, settings: dict[str, str]) -> str:
+    """Shape inference + ORT graph optimization before quantization (the ORT recipe); the raw graph if it fails."""
+    import onnx
+
+    raw, pre = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, "fp32.pre.onnx")
+    onnx.save(proto, raw)
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        with _quiet("root", "onnxruntime"):
+            # ONNX shape inference + ORT optimizations; symbolic shape inference (sympy) only helps dynamic graphs
+            quant_pre_process(raw, pre, skip_symbolic_shape=True)
+        settings["pre_process"] = "quant_pre_process(skip_symbolic_shape=True)"
+        return pre
+    except Exception as exc:  # symbolic shape inference refuses some graphs; quantizing still works
+        settings["pre_process"] = f"skipped ({_first_line(exc)[:120]})"
+        return raw
+
+
+def quantize(proto: Any, precision: str, calibration: Dataset | None, settings: dict[str, str]) -> bytes:
+    """The ONNX bytes of ``proto`` at ``precision``."""
+    if precision == "fp32":
+        return proto.SerializeToString()
+    if precision == "float16":
+        convert, where = _float16_converter()
+        settings.update(converter=f"{where}.convert_float_to_float16", keep_io_types="True")
+        return convert(proto, keep_io_types=True).SerializeToString()
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    with tempfile.TemporaryDirectory(prefix="tfopt-onnx-") as tmp:
+        model_in = _preprocessed(proto, tmp, settings)
+        out = os.path.join(tmp, f"{precision}.onnx")
+        with _quiet("root", "onnxruntime"):
+            if precision == "dynamic":
+                quantize_dynamic(model_in, out, weight_type=QuantType.QInt8)
+                settings.update(quantizer="onnxruntime.quantization.quantize_dynamic", weight_type="QInt8")
+            else:
+                if calibration is None or len(calibration) == 0:
+                    raise DatasetError(
+                        "int8 needs calibration data but the calibration set is empty: give tfopt_dataset training samples"
+                    )
+                name, dtype = _input_dtype(proto)
+                quantize_static(
+                    model_in, out, _reader(name, calibration, dtype), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                )
+                settings.update(
+                    quantizer="onnxruntime.quantization.quantize_static", format="QDQ", per_channel="True",
+                    activation_type="QInt8", weight_type="QInt8", calibrate_method="MinMax",
+                    calibration=f"{len(calibration)} samples",
+                )
+        with open(out, "rb") as fh:
+            return fh.read()
+
+
+# ---- runner ------------------------------------------------------------------------------------
+class OnnxRuntimeRunner(Runner):
+    """One ONNX model in an ``onnxruntime.InferenceSession``."""
+
+    def __init__(self, content: bytes, threads: int = 1, name: str = "model") -> None:
+        import onnxruntime as ort
+
+        self.name = name
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        available = ort.get_available_providers()
+        providers = [p for p in GPU_PROVIDERS if p in available] + ["CPUExecutionProvider"]
+        self._session = ort.InferenceSession(content, sess_options=options, providers=providers)
+        graph_input = self._session.get_inputs()[0]
+        self._input = graph_input.name
+        self._output = self._session.get_outputs()[0].name
+        self._dtype = _ORT_TYPES.get(graph_input.type, np.float32)
+        self.input_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in graph_input.shape[1:])
+        self.info: dict[str, Any] = {
+            "threads": threads,
+            "runtime": f"onnxruntime {ort.__version__}",
+            "providers": self._session.get_providers(),
+            "available_providers": available,
+            "graph_optimization": "ORT_ENABLE_ALL",
+        }
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self._session.run([self._output], {self._input: x.astype(self._dtype, copy=False)})[0]
+
+    def predict(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        return predict_in_batches(check_batch(x, self.input_shape, self.name), batch_size, self._run)
+
+    def prepare(self, x: np.ndarray) -> Callable[[], None]:
+        feed = {self._input: check_batch(x, self.input_shape, self.name).astype(self._dtype)}
+        run, outputs = self._session.run, [self._output]
+
+        def invoke() -> None:
+            run(outputs, feed)
+
+        return invoke
+
+
+class OnnxRuntimeBackend(Backend):
+    """tf2onnx + ONNX Runtime (CPU; CUDA/TensorRT execution providers when installed)."""
+
+    name = "onnxruntime"
+    artifact_suffix = ".onnx"
+
+    def __init__(self, opset: int | None = None) -> None:
+        self._opset = opset
+
+    @property
+    def opset(self) -> int:
+        return int(self._opset) if self._opset is not None else opset_from_env()
+
+    def unavailable_reason(self) -> str | None:
+        missing = missing_packages()
+        if missing:
+            return (
+                f"backend 'onnxruntime' needs {', '.join(missing)}: pip install tf2onnx onnxruntime "
+                "(or pytest-tfopt[onnx])"
+            )
+        return None
+
+    def unsupported_reason(self, variant: str, params: dict[str, Any] | None = None) -> str | None:
+        """Why precision ``variant`` cannot be built here (``None`` when it can); checked before any work."""
+        if variant not in PRECISIONS:
+            return (
+                f"variant {variant!r} is not available on backend 'onnxruntime': it builds "
+                f"{', '.join(PRECISIONS)} (QDQ) ONNX models; use tflite for {variant}"
+            )
+        if variant == "int8" and (params or {}).get("max_drop") is not None:
+            return (
+                "variant 'int8(max_drop=...)' is not available on backend 'onnxruntime': the layer search uses "
+                "TFLite's QuantizationDebugger; use tflite, or plain int8 here"
+            )
+        return None
+
+    def build(self, source: SourceModel, recipe: Any, calibration: Any, params: dict[str, Any]) -> Artifact:
+        precision = recipe.name
+        reason = self.unsupported_reason(precision, params)
+        if reason:
+            raise BackendUnavailable(reason)
+        opset = self.opset
+        if calibration is not None:
+            source.check_inputs(calibration.x, "calibration data")
+        proto = to_onnx(source, opset)
+        settings = {"opset": str(opset)}
+        try:
+            content = quantize(proto, precision, calibration, settings)
+        except (BackendUnavailable, ConversionError, DatasetError):
+            raise
+        except Exception as exc:
+            raise ConversionError(
+                f"onnxruntime could not build {precision} for {source.name}: {_first_line(exc)} "
+                "(try another variant, or run it on backend tflite)"
+            ) from None
+        return Artifact(
+            content,
+            {"variant": precision, "converter": "tf2onnx", "settings": settings},
+            self.artifact_suffix,
+        )
+
+    def load(self, artifact: Artifact, threads: int) -> OnnxRuntimeRunner:
+        return OnnxRuntimeRunner(artifact.content, threads, name=artifact.variant)
+
+    def versions(self) -> dict[str, str]:
+        from importlib import metadata
+
+        out = {"onnx-opset": str(self.opset)}  # part of the cache key: another opset is another artifact
+        for dist in ("tf2onnx", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxconverter-common"):
+            try:
+                out[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                continue
+        return out
