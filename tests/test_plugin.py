@@ -193,7 +193,9 @@ def test_summary_counts_built_and_reused_and_rebuild(pytester, tmp_path, preload
     pytester.runpytest(*args).stdout.fnmatch_lines(["*tfopt summary*", "*test_it[[]dynamic-tflite[]]*dynamic*tflite*",
                                                     "artifacts: 2 built (*s), 0 reused; cache: *"])
     pytester.runpytest(*args).stdout.fnmatch_lines(["artifacts: 0 built (0.0 s), 2 reused; cache: *"])
-    pytester.runpytest(*args, "--tfopt-rebuild").stdout.fnmatch_lines(["artifacts: 2 built (*s), 0 reused; cache: *"])
+    rebuilt = pytester.runpytest(*args, "--tfopt-rebuild")
+    rebuilt.stdout.fnmatch_lines(["artifacts: 2 built (*s), 0 reused; cache: *"])
+    assert rebuilt.ret == 0
 
 
 def test_cache_dir_defaults_inside_pytest_cache(pytester, preloaded_runtimes, model_path, data_path):
