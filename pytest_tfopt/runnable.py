@@ -63,13 +63,9 @@ class RunnableModel:
 
     def evaluate(self, dataset: Dataset | None = None, metric: Any = None) -> float:
         """``metric`` (default top-1 accuracy) on ``dataset`` (default the evaluation split)."""
-        data = Dataset.coerce(dataset) if dataset is not None else self.eval_dataset
-        if data is None:
-            raise DatasetError("evaluate() needs a data set: pass one or configure tfopt_dataset")
+        data = self._data(dataset, "evaluate()")
         if data.y is None:
             raise DatasetError(f"{data.name} has no labels: accuracy needs y (give y_test in the .npz)")
-        if len(data) == 0:
-            raise DatasetError(f"{data.name} is empty: evaluation needs at least one sample")
         m = acc.resolve(metric)
         key = (data.hash, m.name if m.name in acc.BUILTIN else f"{m.name}@{id(m.fn)}")
         if key not in self._accuracy:
@@ -79,11 +75,16 @@ class RunnableModel:
         self.measurements["metric"] = m.name
         return value
 
-    def predictions(self, dataset: Dataset | None = None) -> np.ndarray:
-        """Outputs on ``dataset`` (default the evaluation split), memoized per data set (read-only)."""
+    def _data(self, dataset: Any, caller: str) -> Dataset:
+        """``dataset`` as a Dataset, or the evaluation split (Datasets are never empty)."""
         data = Dataset.coerce(dataset) if dataset is not None else self.eval_dataset
         if data is None:
-            raise DatasetError("predictions need a data set: pass one or configure tfopt_dataset")
+            raise DatasetError(f"{caller} needs a data set: pass one or configure tfopt_dataset")
+        return data
+
+    def predictions(self, dataset: Dataset | None = None) -> np.ndarray:
+        """Outputs on ``dataset`` (default the evaluation split), memoized per data set (read-only)."""
+        data = self._data(dataset, "predictions()")
         if data.hash not in self._predictions:
             data.check_finite(f"evaluation data ({data.name})")
             out = self.predict(data.x)
