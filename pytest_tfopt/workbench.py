@@ -101,6 +101,9 @@ class Workbench:
         source = self.source
         spec, recipe = plan.precision
         params = {**recipe.params, **dict(spec.params)}
+        refused = be.unsupported_reason(recipe.name, params)
+        if refused:  # before calibration, fine-tunes or conversions: nothing to waste
+            raise BackendUnavailable(refused)
         calibration = None
         if plan.needs_calibration:
             calibration = self.calibration(params.get("calibration_size"))

@@ -254,3 +254,15 @@ def test_plugin_skips_onnxruntime_when_missing(suite, onnx_runtimes, monkeypatch
     result = suite(SUITE, "-rs", "--tfopt-backend=onnxruntime", "--tfopt-variants=fp32")
     result.stdout.fnmatch_lines(["SKIPPED*backend 'onnxruntime' needs tf2onnx: pip install tf2onnx onnxruntime*"])
     result.assert_outcomes(skipped=1)
+
+
+def test_unrealizable_precision_is_refused_before_any_fine_tune(wb):
+    """``pruned(...)+int8`` on backend tf skips at once: no fine-tune runs for an artifact it cannot use."""
+    logged: list[str] = []
+    wb_log, wb.log = wb.log, logged.append
+    try:
+        with pytest.raises(BackendUnavailable, match=r"variant 'int8' is not available on backend 'tf'"):
+            wb.build("pruned(sparsity=0.5,epochs=1)+int8", "tf")
+    finally:
+        wb.log = wb_log
+    assert not any("stage" in line or "epoch" in line for line in logged), logged

@@ -40,6 +40,14 @@ class Backend:
         """``None`` when the backend can run here, else what is missing (one line)."""
         return None
 
+    def unsupported_reason(self, variant: str, params: dict[str, Any] | None = None) -> str | None:
+        """Why precision ``variant`` (with ``params``) cannot be built here; ``None`` when it can.
+
+        Checked before any model-level transform runs, so ``pruned(...)+int8`` on a backend
+        without int8 skips at once instead of after a fine-tune.
+        """
+        return None
+
     def build(self, source: Any, recipe: Any, calibration: Any, params: dict[str, Any]) -> Any:
         """Build the artifact of ``recipe`` for ``source``."""
         return recipe.build(source, calibration, params)
@@ -77,19 +85,31 @@ class BackendRegistry:
 ENTRY_POINT_GROUP = "pytest_tfopt.backends"
 
 
+# Built-in backends: name -> "module:class" (imported only when the backend is first used).
+BUILTINS: dict[str, str] = {
+    "tflite": "tflite:TFLiteBackend",
+    "tf": "tf:TFBackend",
+    "xla": "tf:XLABackend",
+    "onnxruntime": "onnx:OnnxRuntimeBackend",
+    "tensorrt": "tensorrt:TensorRTBackend",
+}
+
+
+def _builtin(target: str) -> Callable[[], Backend]:
+    def factory() -> Backend:
+        import importlib
+
+        module, cls = target.split(":")
+        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)()
+
+    return factory
+
+
 def default_registry() -> BackendRegistry:
     """A registry holding the built-in backends and those of installed packages (entry points)."""
-    from .onnx import OnnxRuntimeBackend
-    from .tensorrt import TensorRTBackend
-    from .tf import TFBackend, XLABackend
-    from .tflite import TFLiteBackend
-
     registry = BackendRegistry()
-    registry.register("tflite", TFLiteBackend)
-    registry.register("tensorrt", TensorRTBackend)
-    registry.register("tf", TFBackend)
-    registry.register("xla", XLABackend)
-    registry.register("onnxruntime", OnnxRuntimeBackend)
+    for name, target in BUILTINS.items():
+        registry.register(name, _builtin(target))
     from ..variants import load_entry_points
 
     load_entry_points(registry, ENTRY_POINT_GROUP)
