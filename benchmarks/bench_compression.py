@@ -26,9 +26,9 @@ with the 1/8 and 1/6 budgets: it says whether a target is reachable at all for a
 ``--explore`` adds a parameter sweep for the three targets (training epochs, learning rate,
 schedule, centroid init, higher sparsity, QAT epochs; pqat/cqat/pcqat with more QAT epochs) with
 accuracy, gzip and build time, plus
-two measurements that need a package change and are marked as such: ``int8_pertensor`` (an int8
-precision with per-channel quantization disabled, registered only in this script) and the gzip
-size after stripping tensor names and signatures (``flatbuffer_utils.strip_strings``).
+``int8(per_channel=False)`` (one weight scale per tensor) and, as a measurement that needs a package
+change, the gzip size after stripping tensor names and signatures (``flatbuffer_utils.strip_strings``).
+``--model models/digits_mlp.h5`` runs the same on the 85,002-parameter MLP.
 
 Run:  python benchmarks/bench_compression.py [--explore] [--quick] [--threads 1]
       [--variants "fp32,int8,pruned(sparsity=0.8)+int8"] [--cache-dir DIR]
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import math
+import os
 import sys
 import tempfile
 import time
@@ -69,11 +70,11 @@ PRUNE_SWEEP = [
     "pruned(sparsity=0.8,epochs=5,learning_rate=0.003)+int8",
     "pruned(sparsity=0.8,epochs=10,learning_rate=0.003)+int8",
     "pruned(sparsity=0.8,epochs=10,schedule='constant')+int8",
-    "pruned(sparsity=0.8,epochs=20)+int8_pertensor",
+    "pruned(sparsity=0.8,epochs=20)+int8(per_channel=False)",
     # not the target's sparsity: how far one has to go for 1/8 with gzip
     "pruned(sparsity=0.9,epochs=20)+int8",
     "pruned(sparsity=0.9,epochs=20,learning_rate=0.003)+int8",
-    "pruned(sparsity=0.9,epochs=20,learning_rate=0.003)+int8_pertensor",
+    "pruned(sparsity=0.9,epochs=20,learning_rate=0.003)+int8(per_channel=False)",
     "pruned(sparsity=0.93,epochs=20)+int8",
     "pruned(sparsity=0.93,epochs=20,learning_rate=0.003)+int8",
     "pruned(sparsity=0.95,epochs=20)+int8",
@@ -84,12 +85,12 @@ CLUSTER_SWEEP = [
     "clustered(clusters=16,epochs=3,learning_rate=0.001)+int8",
     "clustered(clusters=16,init='linear')+int8",
     "clustered(clusters=16,init='density_based')+int8",
-    "clustered(clusters=16)+int8_pertensor",
-    "clustered(clusters=16,init='linear')+int8_pertensor",
-    "clustered(clusters=16,init='linear',epochs=3,learning_rate=0.001)+int8_pertensor",
+    "clustered(clusters=16)+int8(per_channel=False)",
+    "clustered(clusters=16,init='linear')+int8(per_channel=False)",
+    "clustered(clusters=16,init='linear',epochs=3,learning_rate=0.001)+int8(per_channel=False)",
     # not the target's cluster count: what 1/6 would take
-    "clustered(clusters=8,init='linear')+int8_pertensor",
-    "clustered(clusters=4,init='linear')+int8_pertensor",
+    "clustered(clusters=8,init='linear')+int8(per_channel=False)",
+    "clustered(clusters=4,init='linear')+int8(per_channel=False)",
 ]
 QAT_SWEEP = [
     "qat", "qat(epochs=3)", "qat(epochs=10)", "qat(epochs=10,learning_rate=0.001)", "qat(batch_size=8,epochs=3)",
@@ -99,7 +100,7 @@ QAT_SWEEP = [
 ]
 QUICK_SWEEP = [
     "pruned(sparsity=0.8,epochs=20)+int8", "pruned(sparsity=0.93,epochs=20)+int8",
-    "clustered(clusters=16,init='linear')+int8", "clustered(clusters=16,init='linear')+int8_pertensor",
+    "clustered(clusters=16,init='linear')+int8", "clustered(clusters=16,init='linear')+int8(per_channel=False)",
 ]
 
 NOTE = """\
@@ -126,39 +127,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="before each latency measurement, wait up to this many seconds for other processes "
                         "to leave the cores idle; 0 = don't wait (default 10)")
     p.add_argument("--verbose", action="store_true", help="print the build log (stages, epochs)")
+    p.add_argument("--model", default=str(c.DIGITS_MODEL),
+                   help="Keras model for 8x8 digits (default models/digits_cnn.h5; models/digits_mlp.h5 is the "
+                        "85,002-parameter model on which the .tflite structure no longer dominates gzip sizes)")
     return p.parse_args(argv)
-
-
-# ---- an int8 precision without per-channel quantization (exploration only) -------------------
-def _int8_pertensor_recipe() -> Any:
-    """``int8`` with ``converter._experimental_disable_per_channel = True``: one scale per tensor.
-
-    Not a package variant: registered only in this script's registry, to measure whether a
-    ``per_channel=False`` option would help clustered models (16 centroids stay 16 int8 values).
-    """
-    from pytest_tfopt.artifact import Artifact
-    from pytest_tfopt.variants import Recipe, ptq
-
-    base = ptq._build("int8")
-
-    def build(source: Any, calibration: Any, params: dict[str, Any]) -> Artifact:
-        make = source.converter
-
-        def converter() -> Any:
-            conv = make()
-            conv._experimental_disable_per_channel = True
-            return conv
-
-        source.converter = converter  # instance attribute shadows the method for this build only
-        try:
-            art = base(source, calibration, params)
-        finally:
-            del source.converter
-        meta = {**art.metadata, "settings": {**art.metadata.get("settings", {}), "per_channel": "disabled"}}
-        return Artifact(art.content, meta)
-
-    return Recipe("int8_pertensor", build, "int8, per-tensor weight scales (benchmark only)",
-                  {"calibration_size": None}, needs_calibration=True)
 
 
 # ---- measuring ----------------------------------------------------------------------------------
@@ -449,7 +421,7 @@ def explore(wb: Any, ref: Row, int8: Row | None, sweep: list[str]) -> tuple[str,
             size_ok = r.gzip <= ref.gzip / frac
             drop_ok = drop_pts(r, ref) <= 2.0 + 1e-9
             verdict = f"size {'ok' if size_ok else 'MISS'} (1/{frac}), drop {'ok' if drop_ok else 'MISS'}"
-            if r.chain[1] == "int8_pertensor" or r.key_param("pruned", "sparsity") not in (None, 0.8) or \
+            if r.key_param("pruned", "sparsity") not in (None, 0.8) or \
                     r.key_param("clustered", "clusters") not in (None, 16):
                 verdict += " [not the target's variant]"
         elif r.chain[0] in ("qat", "pqat", "cqat", "pcqat") and int8 is not None:
@@ -474,7 +446,6 @@ def main(argv: list[str] | None = None) -> int:
     from pytest_tfopt.variants import default_registry, split_variants
 
     registry = default_registry()
-    registry.register(_int8_pertensor_recipe())
     settings = (LatencySettings(warmup_runs=5, min_time_s=0.1, min_runs=20) if args.quick else LatencySettings())
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="tfopt-bench-compression-")
     variants = split_variants(args.variants) if args.variants else list(VARIANTS)
@@ -489,10 +460,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--variants: {exc}") from None
 
     log = print if args.verbose else (lambda message: None)
-    wb = Workbench(str(c.DIGITS_MODEL), str(c.DIGITS_DATA), cache_dir=cache_dir, threads=args.threads,
+    wb = Workbench(args.model, str(c.DIGITS_DATA), cache_dir=cache_dir, threads=args.threads,
                    variants=registry, latency=settings, log=log)
     print(f"bench_compression: {c.machine_line()}")
-    print(f"model {c.DIGITS_MODEL.name}, {len(wb.evaluation)} test samples; LiteRT threads {args.threads}; "
+    print(f"model {os.path.basename(args.model)}, {len(wb.evaluation)} test samples; LiteRT threads {args.threads}; "
           f"cache {cache_dir}")
     # warm-up outside the timers: TensorFlow, tfmot, tf_keras imports, one conversion
     t0 = time.perf_counter()
@@ -538,9 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         text, _ = explore(wb, ref, int8, sweep)
         print()
         print(text)
-        print("(int8_pertensor: int8 with per-channel quantization disabled, registered by this script only;\n"
-              " gzip stripped: after flatbuffer_utils.strip_strings (tensor names, signatures); both need a\n"
-              " package change to be used)")
+        print("(int8(per_channel=False): one weight scale per tensor; gzip stripped: after\n"
+              " flatbuffer_utils.strip_strings (tensor names, signatures), which the package does not do)")
 
     print()
     print(NOTE)

@@ -53,9 +53,30 @@ def test_same_recipe_same_bytes(bench, tmp_path):
     assert first.content == second.content
 
 
+def _most_scales(content: bytes) -> int:
+    """The largest number of quantization scales any int8 tensor of a .tflite model has (1 = per tensor)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_content=content).get_tensor_details()
+    return max(len(d["quantization_parameters"]["scales"]) for d in details if d["dtype"] == np.int8)
+
+
+def test_int8_per_tensor_keeps_clustered_weights_few_and_compresses_better(bench):
+    per_channel = bench.runnable(CLUSTERED)
+    per_tensor = bench.runnable("clustered(clusters=8)+int8(per_channel=False)")
+    assert _most_scales(per_channel.artifact.content) == 32  # dense kernel: one scale per output channel
+    assert _most_scales(per_tensor.artifact.content) == 1
+    assert per_tensor.artifact.metadata["settings"]["per_channel"] == "False"
+    # one scale per tensor: 8 centroids stay 8 int8 values, which gzip codes in fewer bytes
+    assert per_tensor.gzip_size_bytes < per_channel.gzip_size_bytes
+    assert per_tensor.evaluate() >= 0.9
+
+
 @pytest.mark.parametrize(
     ("variant", "message"),
     [
+        ("int8(per_channel='no')", r"per_channel='no' must be True .* or False"),
+        ("int8(per_channel=False,max_drop=0.01)", "not supported: the layer search ranks per-channel"),
         ("pruned(sparsity=1.0)", r"sparsity must be in \[0, 1\)"),
         ("pruned(schedule='cubic')", "use 'polynomial' or 'constant'"),
         ("pruned(m_by_n='4:2')", "need 0 < M < N"),

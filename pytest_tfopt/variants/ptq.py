@@ -17,7 +17,8 @@ from ..models import SourceModel
 from . import Recipe, VariantRegistry
 
 
-def _configure(variant: str, converter: Any, calibration: Dataset | None) -> dict[str, str]:
+def _configure(variant: str, converter: Any, calibration: Dataset | None,
+               params: dict[str, Any] | None = None) -> dict[str, str]:
     """Set ``converter`` up for ``variant``; return the settings as strings (for metadata)."""
     tf = tfenv.tensorflow()
     settings: dict[str, str] = {}
@@ -36,6 +37,11 @@ def _configure(variant: str, converter: Any, calibration: Dataset | None) -> dic
         ops = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8" if variant == "int16x8" else "TFLITE_BUILTINS_INT8"
         converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, ops)]
         settings["supported_ops"] = ops
+        if (params or {}).get("per_channel") is False:
+            # one scale per weight tensor: k clustered centroids stay k int8 values (per-channel
+            # scales turn them into ~k x channels distinct bytes), which is what gzip rewards
+            converter._experimental_disable_per_channel = True
+            settings["per_channel"] = "False"
     if variant == "int8_io":
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
@@ -52,7 +58,7 @@ def _build(variant: str) -> Any:
         if calibration is not None:
             source.check_inputs(calibration.x, "calibration data")
         converter = source.converter()
-        settings = _configure(variant, converter, calibration)
+        settings = _configure(variant, converter, calibration, params)
         try:
             content = converter.convert()
         except (DatasetError, KeyboardInterrupt):
@@ -81,16 +87,22 @@ CALIBRATED = ("int8", "int8_io", "int16x8")
 
 
 def validate_calibration_size(params: dict[str, Any]) -> None:
-    """``calibration_size`` is None (the ini default) or a whole number >= 1."""
+    """``calibration_size`` is None (the ini default) or a whole number >= 1; ``per_channel`` a bool."""
     value = params.get("calibration_size")
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise UsageError(f"calibration_size={value!r} must be a whole number >= 1 (samples drawn from the training split)")
+    per_channel = params.get("per_channel", True)
+    if not isinstance(per_channel, bool):
+        raise UsageError(
+            f"per_channel={per_channel!r} must be True (one weight scale per output channel, the default) "
+            "or False (one per tensor)"
+        )
 
 
 def register(registry: VariantRegistry) -> None:
     """Register the post-training quantization recipes."""
     for name, text in DESCRIPTIONS.items():
         calibrated = name in CALIBRATED
-        params = {"calibration_size": None} if calibrated else {}
+        params = {"calibration_size": None, "per_channel": True} if calibrated else {}
         registry.register(Recipe(name, _build(name), text, params, needs_calibration=calibrated,
                                  validate=validate_calibration_size if calibrated else None))

@@ -46,7 +46,7 @@ def register(registry: VariantRegistry) -> None:
             build,
             DESCRIPTIONS["int8"] + "; int8(max_drop=0.01) keeps the worst layers float until the "
             "top-1 drop on the calibration samples is within 0.01",
-            {"calibration_size": None, "max_drop": None},
+            {"calibration_size": None, "max_drop": None, "per_channel": True},
             needs_calibration=True,
             validate=validate,
         )
@@ -59,6 +59,11 @@ def validate(params: dict[str, Any]) -> None:
     value = params.get("max_drop")
     if value is None:
         return
+    if params.get("per_channel") is False:
+        raise UsageError(
+            "int8(max_drop=..., per_channel=False) is not supported: the layer search ranks per-channel int8 "
+            "layers; use one of the two parameters"
+        )
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise UsageError(
             f"int8(max_drop={value!r}): max_drop must be a number >= 0, the top-1 drop allowed against fp32 "
