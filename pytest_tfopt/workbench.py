@@ -10,6 +10,7 @@ Usable without pytest::
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -100,7 +101,7 @@ class Workbench:
         be = self.backend(backend)
         source = self.source
         spec, recipe = plan.precision
-        params = {**recipe.params, **dict(spec.params)}
+        params = plan.precision_params()
         refused = be.unsupported_reason(recipe.name, params)
         if refused:  # before calibration, fine-tunes or conversions: nothing to waste
             raise BackendUnavailable(refused)
@@ -119,6 +120,7 @@ class Workbench:
             "calibration_hash": calibration.hash if calibration is not None else None,
             "calibration_size": len(calibration) if calibration is not None else 0,
             "training_hash": train.hash if train is not None else None,
+            "precision_params": {k: v for k, v in sorted(params.items()) if _jsonable(v)},
             "fingerprints": {
                 spec.id: stage.fingerprint({**stage.params, **dict(spec.params)})
                 for spec, stage in plan.stages if stage.fingerprint is not None
@@ -165,7 +167,8 @@ class Workbench:
             eval_data = self._evaluation_or_none()
             if eval_data is not None:
                 self.source.check_inputs(eval_data.x, "evaluation data")
-            self._runnables[memo] = RunnableModel(plan.id, backend, artifact, runner, eval_data, self.latency_settings)
+            self._runnables[memo] = RunnableModel(plan.id, backend, artifact, runner, eval_data, self.latency_settings,
+                                                  load=functools.partial(self.backend(backend).load, artifact))
         return self._runnables[memo]
 
     def reference(self, backend: str = "tflite") -> RunnableModel:
@@ -176,3 +179,7 @@ class Workbench:
         if self._dataset_arg is None and self._dataset is None:
             return None
         return self.evaluation
+
+
+def _jsonable(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))

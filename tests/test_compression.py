@@ -62,8 +62,13 @@ def _most_scales(content: bytes) -> int:
 
 
 def test_int8_per_tensor_keeps_clustered_weights_few_and_compresses_better(bench):
-    per_channel = bench.runnable(CLUSTERED)
-    per_tensor = bench.runnable("clustered(clusters=8)+int8(per_channel=False)")
+    """After ``clustered``, int8 defaults to one scale per tensor; ``per_channel=True`` still asks for per-channel."""
+    per_channel = bench.runnable("clustered(clusters=8)+int8(per_channel=True)")
+    per_tensor = bench.runnable(CLUSTERED)
+    explicit = bench.build("clustered(clusters=8)+int8(per_channel=False)")
+    assert explicit.content == per_tensor.artifact.content
+    assert per_tensor.artifact.metadata["precision_params"]["per_channel"] is False
+    assert bench.build("int8").metadata["precision_params"]["per_channel"] is True  # plain int8 is per-channel
     assert _most_scales(per_channel.artifact.content) == 32  # dense kernel: one scale per output channel
     assert _most_scales(per_tensor.artifact.content) == 1
     assert per_tensor.artifact.metadata["settings"]["per_channel"] == "False"

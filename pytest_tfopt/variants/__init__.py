@@ -54,6 +54,8 @@ class Recipe:
     part of the cache key); ``default_precision`` ends a chain that ends in this transform;
     ``validate(params)`` raises :class:`UsageError` for bad values; ``fingerprint(params)``
     names whatever else the result depends on (e.g. a student architecture) for the cache key.
+    ``precision_params`` (transforms only) are defaults this transform gives the chain's precision
+    when the spec does not set them (``clustered`` makes ``int8`` per-tensor, see there).
     """
 
     name: str
@@ -66,6 +68,7 @@ class Recipe:
     validate: Callable[[dict[str, Any]], None] | None = None
     needs_keras: bool = True
     fingerprint: Callable[[dict[str, Any]], str] | None = None
+    precision_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_transform(self) -> bool:
@@ -77,6 +80,16 @@ class Plan:
     """A resolved variant: transforms (in order) and the final precision."""
 
     stages: tuple[tuple[VariantSpec, Recipe], ...]
+
+    def precision_params(self) -> dict[str, Any]:
+        """The precision's effective parameters: its defaults, then the transforms' ``precision_params``
+        (for parameters the precision has), then what the spec sets."""
+        spec, recipe = self.stages[-1]
+        params = dict(recipe.params)
+        for _, stage in self.stages[:-1]:
+            params.update({k: v for k, v in stage.precision_params.items() if k in recipe.params})
+        params.update(dict(spec.params))
+        return params
 
     @property
     def id(self) -> str:

@@ -157,6 +157,10 @@ def register(registry: VariantRegistry) -> None:
         "clustered", description="weight clustering (tfmot cluster_weights), fine-tuned, stripped",
         params={"clusters": 16, "init": "kmeans_plus_plus", **TRAIN_PARAMS, "epochs": 1, "learning_rate": 1e-4},
         apply=_clustered, validate=_validate_clustered,
+        # per-channel int8 scales each output channel's copy of the k centroids differently (16 clusters
+        # become ~50 int8 values per layer) and undoes what clustering buys in gzip size; one scale
+        # per tensor keeps k values. int8(per_channel=True) still asks for per-channel.
+        precision_params={"per_channel": False},
     ))
     registry.register(Recipe(
         "qat", description="quantization-aware training (tfmot quantize_model), then full-integer conversion",
