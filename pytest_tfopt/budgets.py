@@ -19,7 +19,8 @@ import numpy as np
 from .errors import UsageError
 from .measure import accuracy as acc
 from .measure import fidelity
-from .measure.stats import paired_bootstrap
+from .measure.latency import MODES, LatencyStats
+from .measure.stats import mcnemar_exact, paired_bootstrap, tango_interval
 from .runnable import RunnableModel
 
 PERCENTILES = (50, 90, 95, 99)
@@ -35,6 +36,8 @@ class Verdict:
     reference: float | None
     limit: float
     message: str
+    #: how it was measured when not the default, for tables: "end_to_end", "concurrency=4", "mcnemar"
+    detail: str = ""
 
 
 def _show(value: Any) -> str:
@@ -66,9 +69,11 @@ def _head(model: RunnableModel) -> str:
 class AccuracyDrop:
     """The metric may get worse than fp32 by at most ``limit`` (a fraction of fp32's value if ``relative``).
 
-    With ``confidence`` (e.g. 0.95) the drop is computed on paired predictions with a
-    seeded bootstrap interval, and the budget holds only when the interval's upper bound is
-    within it.
+    With ``confidence`` (e.g. 0.95) the budget holds only when the upper bound of a two-sided
+    interval of the drop, on paired predictions, is within it: ``method="bootstrap"`` (default,
+    any metric) resamples the samples with a fixed seed; ``method="mcnemar"`` (per-sample metrics:
+    top-1, top-k) uses Tango's score interval of the paired difference, which is McNemar's test
+    extended to a non-zero margin, and reports the exact McNemar p-value of "no change" too.
     """
 
     limit: float
@@ -76,9 +81,11 @@ class AccuracyDrop:
     metric: Any = None
     marker: str = "max_accuracy_drop"
     confidence: float | None = None
+    method: str = "bootstrap"
+    higher_is_better: bool | None = None
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
-        m = acc.resolve(self.metric)
+        m = acc.resolve(self.metric, self.higher_is_better)
         value = model.evaluate(metric=m)
         ref = reference.evaluate(metric=m)
         drop = m.drop(ref, value, self.relative)
@@ -87,28 +94,41 @@ class AccuracyDrop:
         interval, note = "", ""
         decisive = drop
         if self.confidence is not None:
-            lo, hi = self._interval(model, reference, m)
+            lo, hi, detail = self._interval(model, reference, m)
             decisive = hi
-            interval = f" [{lo:.4f}, {hi:.4f}] at {self.confidence:.0%}"
+            interval = f" [{lo:.4f}, {hi:.4f}] at {self.confidence:.0%}{detail}"
             args += f", confidence={self.confidence:g}"
+            if self.method != "bootstrap":
+                args += f", method={self.method!r}"
             n = len(model.eval_dataset) if model.eval_dataset is not None else 0
-            if m.name in ("top1", "accuracy") and not self.relative and n and 1 / n > self.limit:
+            if m.correct is not None and not self.relative and n and 1 / n > self.limit:
                 note = f" (warning: {n} samples cannot resolve a budget below {1 / n:.4f}: evaluate on more data)"
         passed = decisive <= self.limit + 1e-12
         text = (
             f"{self.marker}({args}) {'holds' if passed else 'broken'}: {_head(model)}: {m.name} {value:.4f} vs fp32 "
             f"{ref:.4f}, drop {drop:.4f}{unit}{interval} {'<=' if passed else '>'} budget {self.limit:g}{note}"
         )
-        return Verdict(self.marker, passed, value, ref, self.limit, text)
+        detail = ", ".join(([m.name] if m.name not in ("top1", "accuracy") else []) +
+                           ([self.method] if self.confidence is not None and self.method != "bootstrap" else []))
+        return Verdict(self.marker, passed, value, ref, self.limit, text, detail)
 
-    def _interval(self, model: RunnableModel, reference: RunnableModel, m: acc.Metric) -> tuple[float, float]:
+    def _interval(self, model: RunnableModel, reference: RunnableModel, m: acc.Metric) -> tuple[float, float, str]:
+        """(low, high, what else to say) of the drop at ``confidence``."""
+        confidence = self.confidence or 0.95
+        if self.method == "mcnemar":
+            ours, theirs = model.correct(m), reference.correct(m)
+            b = int(np.sum(theirs & ~ours))  # fp32 right, variant wrong
+            c = int(np.sum(~theirs & ours))  # fp32 wrong, variant right
+            lo, hi = tango_interval(b, c, len(ours), confidence)
+            return lo, hi, f" (Tango score interval; {b} lost vs {c} gained, exact McNemar p={mcnemar_exact(b, c):.3g})"
         data = model.eval_dataset
         ours, theirs = model.predictions(), reference.predictions()
 
         def stat(index):  # type: ignore[no-untyped-def]
             return m.drop(m(data.y[index], theirs[index]), m(data.y[index], ours[index]), self.relative)
 
-        return paired_bootstrap(len(data), stat, self.confidence or 0.95)
+        lo, hi = paired_bootstrap(len(data), stat, confidence)
+        return lo, hi, ""
 
 
 @dataclass(frozen=True)
@@ -137,26 +157,52 @@ class MinFidelity:
 
 @dataclass(frozen=True)
 class MaxLatency:
-    """The ``percentile`` latency of a ``batch_size`` batch must be at most ``limit_ms``."""
+    """The ``percentile`` latency of a ``batch_size`` batch must be at most ``limit_ms``.
+
+    ``mode``: ``"invoke"`` (the model only) or ``"end_to_end"`` (input copy/quantization, invoke,
+    output read/dequantization, between ``preprocess`` and ``postprocess`` when given).
+    ``concurrency`` > 1: per-request latency while that many closed-loop streams run at once, each on
+    its own runner; the message reports the throughput reached with it.
+    """
 
     limit_ms: float
     percentile: int = 50
     batch_size: int = 1
     marker: str = "max_latency_ms"
+    mode: str = "invoke"
+    concurrency: int = 1
+    preprocess: Any = None
+    postprocess: Any = None
+
+    def _measure(self, model: RunnableModel) -> tuple[LatencyStats, Any]:
+        if self.concurrency > 1:
+            load = model.load(self.concurrency, self.batch_size, self.mode, preprocess=self.preprocess,
+                              postprocess=self.postprocess)
+            return load.latency, load
+        return model.latency(self.batch_size, mode=self.mode, preprocess=self.preprocess,
+                             postprocess=self.postprocess), None
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
-        stats = model.latency(self.batch_size)
+        stats, load = self._measure(model)
         value = stats.percentile(self.percentile)
         lo, hi = stats.interval(self.percentile)
-        ref = reference.latency(self.batch_size).percentile(self.percentile)
+        ref_stats, ref_load = self._measure(reference)
+        ref = ref_stats.percentile(self.percentile)
         passed = _decide(value <= self.limit_ms, hi <= self.limit_ms, lo > self.limit_ms)
-        batch = f", batch_size={self.batch_size}" if self.batch_size != 1 else ""
+        args = f"{self.limit_ms:g}, percentile={self.percentile}"
+        args += f", batch_size={self.batch_size}" if self.batch_size != 1 else ""
+        args += f", mode={self.mode!r}" if self.mode != "invoke" else ""
+        args += f", concurrency={self.concurrency}" if self.concurrency != 1 else ""
+        under = f" under load: {load.describe()}" if load is not None else ""
+        ref_text = f"fp32 {ref:.3f} ms" + (f", {ref_load.throughput:.0f} samples/s" if ref_load is not None else "")
         text = (
-            f"max_latency_ms({self.limit_ms:g}, percentile={self.percentile}{batch}) {_word(passed)}: "
-            f"{_head(model)}: p{self.percentile} {value:.3f} ms [{lo:.3f}, {hi:.3f}] (fp32 {ref:.3f} ms) "
+            f"max_latency_ms({args}) {_word(passed)}: "
+            f"{_head(model)}: p{self.percentile} {value:.3f} ms [{lo:.3f}, {hi:.3f}]{under} ({ref_text}) "
             f"{_op(passed, '<=', '>')} budget {self.limit_ms:g} ms"
         )
-        return Verdict(self.marker, passed, value, ref, self.limit_ms, text)
+        detail = ", ".join(([self.mode] if self.mode != "invoke" else []) +
+                           ([f"concurrency={self.concurrency}"] if self.concurrency != 1 else []))
+        return Verdict(self.marker, passed, value, ref, self.limit_ms, text, detail)
 
 
 @dataclass(frozen=True)
@@ -196,18 +242,28 @@ class MaxOutputDiff:
 
 @dataclass(frozen=True)
 class MaxMemory:
-    """Peak resident memory loading + running the variant adds (fresh process), at most ``limit_mb`` MiB."""
+    """Peak resident memory loading + running the variant adds (fresh process), at most ``limit_mb`` MiB.
+
+    The message adds the runtime's own tensor account where it gives one (TFLite: activation
+    tensors, an upper bound on the interpreter's arena, and constant weight tensors).
+    """
 
     limit_mb: float
     marker: str = "max_memory_mb"
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
-        value = model.memory().peak_mb
+        stats = model.memory()
+        value = stats.peak_mb
         ref = reference.memory().peak_mb
         passed = value <= self.limit_mb
+        tensors = ""
+        if stats.activations_mb is not None:
+            tensors = (f"; {model.variant}'s interpreter tensors: activations {stats.activations_mb:.3f} MiB (arena upper bound), "
+                       f"weights {stats.weights_mb or 0:.3f} MiB")
         text = (
             f"max_memory_mb({self.limit_mb:g}) {'holds' if passed else 'broken'}: {_head(model)}: peak "
-            f"{value:.2f} MiB added by load + run (fp32 {ref:.2f} MiB) {'<=' if passed else '>'} budget {self.limit_mb:g} MiB"
+            f"{value:.2f} MiB added by load + run (fp32 {ref:.2f} MiB{tensors}) {'<=' if passed else '>'} "
+            f"budget {self.limit_mb:g} MiB"
         )
         return Verdict(self.marker, passed, value, ref, self.limit_mb, text)
 
@@ -372,19 +428,43 @@ class MaxUniqueWeights:
         return Verdict(self.marker, passed, float(value), None, float(self.limit), text)
 
 
+METHODS = ("bootstrap", "mcnemar")
+
+
 def _accuracy(marker: str, limit: Any = None, relative: bool = False, metric: Any = None,
-              confidence: Any = None) -> AccuracyDrop:
+              confidence: Any = None, method: Any = None, top_k: Any = None,
+              higher_is_better: Any = None) -> AccuracyDrop:
     if limit is None:
         raise UsageError(f"{marker} needs the budget, e.g. @pytest.mark.{marker}(0.01)")
     _number(limit, f"{marker} budget", allow_zero=True)
     if not isinstance(relative, bool):
         raise UsageError(f"{marker}(relative=...) must be True or False, got {_show(relative)}")
+    if top_k is not None:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise UsageError(f"{marker}(top_k={_show(top_k)}) must be a whole number >= 1, e.g. top_k=5")
+        if metric is not None:
+            raise UsageError(f"{marker}: give metric=... or top_k=..., not both (top_k={top_k} means metric=\"top{top_k}\")")
+        metric = f"top{top_k}"
+    if higher_is_better is not None and not isinstance(higher_is_better, bool):
+        raise UsageError(f"{marker}(higher_is_better=...) must be True or False, got {_show(higher_is_better)}")
+    if method is not None and method not in METHODS:
+        raise UsageError(f"{marker}(method={_show(method)}): use one of {', '.join(map(repr, METHODS))}")
     if confidence is not None:
         value = _number(confidence, f"{marker}(confidence=...)")
         if not 0.5 <= value < 1:
             raise UsageError(f"{marker}(confidence={_show(confidence)}) must be in [0.5, 1), e.g. 0.95")
-    acc.resolve(metric)
-    return AccuracyDrop(float(limit), relative, metric, marker, None if confidence is None else float(confidence))
+    elif method is not None:
+        confidence = 0.95  # a method names an interval: 95 % unless told
+    m = acc.resolve(metric, higher_is_better)
+    if method == "mcnemar":
+        if m.correct is None:
+            raise UsageError(f"{marker}(method='mcnemar') needs a metric that scores each sample right or wrong "
+                             f"(top1, top<k>), not {m.name!r}; use method='bootstrap'")
+        if relative:
+            raise UsageError(f"{marker}(method='mcnemar') bounds the absolute drop: drop relative=True or use "
+                             "method='bootstrap'")
+    return AccuracyDrop(float(limit), relative, metric, marker, None if confidence is None else float(confidence),
+                        method or "bootstrap", higher_is_better)
 
 
 def _fidelity(limit: Any = None, metric: Any = "top1_agreement") -> MinFidelity:
@@ -396,7 +476,8 @@ def _fidelity(limit: Any = None, metric: Any = "top1_agreement") -> MinFidelity:
     return MinFidelity(_number(limit, "min_fidelity threshold", positive=False), metric)
 
 
-def _latency(limit_ms: Any = None, percentile: Any = 50, batch_size: Any = 1) -> MaxLatency:
+def _latency(limit_ms: Any = None, percentile: Any = 50, batch_size: Any = 1, mode: Any = "invoke",
+             concurrency: Any = 1, preprocess: Any = None, postprocess: Any = None) -> MaxLatency:
     if limit_ms is None:
         raise UsageError("max_latency_ms needs the budget in ms, e.g. @pytest.mark.max_latency_ms(2.0)")
     _number(limit_ms, "max_latency_ms budget")
@@ -404,7 +485,18 @@ def _latency(limit_ms: Any = None, percentile: Any = 50, batch_size: Any = 1) ->
         raise UsageError(f"max_latency_ms(percentile={_show(percentile)}) must be one of {', '.join(map(str, PERCENTILES))}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"max_latency_ms(batch_size={_show(batch_size)}) must be an integer >= 1")
-    return MaxLatency(float(limit_ms), int(percentile), batch_size)
+    if mode not in MODES:
+        raise UsageError(f"max_latency_ms(mode={_show(mode)}) must be one of {', '.join(map(repr, MODES))}")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise UsageError(f"max_latency_ms(concurrency={_show(concurrency)}) must be a whole number of streams >= 1, "
+                         "e.g. concurrency=4")
+    for name, fn in (("preprocess", preprocess), ("postprocess", postprocess)):
+        if fn is not None and not callable(fn):
+            raise UsageError(f"max_latency_ms({name}=...) must be a callable(batch) -> batch, got {_show(fn)}")
+        if fn is not None and mode != "end_to_end":
+            raise UsageError(f"max_latency_ms({name}=...) is timed only end to end: add mode=\"end_to_end\"")
+    return MaxLatency(float(limit_ms), int(percentile), batch_size, "max_latency_ms", mode, concurrency,
+                      preprocess, postprocess)
 
 
 def _throughput(limit: Any = None, batch_size: Any = 1) -> MinThroughput:
@@ -484,12 +576,12 @@ PARSERS = {
 }
 
 MARKER_DOCS = {
-    "max_accuracy_drop": "max_accuracy_drop(drop, relative=False, metric=None, confidence=None): the metric (default top-1) may be at most `drop` worse than fp32 on eval_dataset; with confidence, the paired bootstrap interval's upper bound must be.",
-    "min_accuracy_drop": "min_accuracy_drop(drop, relative=False, metric=None, confidence=None): alias of max_accuracy_drop (same meaning).",
+    "max_accuracy_drop": "max_accuracy_drop(drop, relative=False, metric=None, confidence=None, method='bootstrap', top_k=None, higher_is_better=None): the metric (top1 default, top<k>, auc, mae, rmse or a callable) may be at most `drop` worse than fp32 on eval_dataset; with confidence, the upper bound of the paired interval (method 'bootstrap' or 'mcnemar') must be.",
+    "min_accuracy_drop": "min_accuracy_drop(drop, relative=False, metric=None, confidence=None, method='bootstrap', top_k=None, higher_is_better=None): alias of max_accuracy_drop (same meaning).",
     "min_fidelity": "min_fidelity(threshold, metric='top1_agreement'): label-free agreement with fp32's outputs on eval_dataset (top1_agreement, cosine, snr_db: at least; kl_divergence, max_abs_error: at most).",
-    "max_latency_ms": "max_latency_ms(ms, percentile=50, batch_size=1): the variant's latency percentile must be at most `ms` (inconclusive when its 95% interval straddles `ms`).",
+    "max_latency_ms": "max_latency_ms(ms, percentile=50, batch_size=1, mode='invoke', concurrency=1, preprocess=None, postprocess=None): the variant's latency percentile must be at most `ms` (inconclusive when its 95% interval straddles `ms`); mode 'invoke' or 'end_to_end'; concurrency=N: per-request latency with N concurrent streams, throughput reported.",
     "max_output_diff": "max_output_diff(atol=1e-3, rtol=0, reference='tf'): every output within atol + rtol*|ref| of fp32 on the reference backend (same eval_dataset inputs).",
-    "max_memory_mb": "max_memory_mb(mib): peak resident memory a fresh load + one run of the variant adds (Linux).",
+    "max_memory_mb": "max_memory_mb(mib): peak resident memory a fresh load + one run of the variant adds (Linux); reports the interpreter's tensor memory too where the runtime gives it.",
     "min_throughput": "min_throughput(samples_per_s, batch_size=1): at least this many samples/s at the median latency.",
     "min_speedup": "min_speedup(ratio, reference='fp32', batch_size=1): reference time / variant time, measured interleaved, at least `ratio` (decided on its 95% interval).",
     "max_size_kb": "max_size_kb(kb): the variant's artifact must be at most `kb` KB (1 KB = 1024 bytes).",

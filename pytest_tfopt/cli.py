@@ -817,10 +817,14 @@ def _value_verdicts(row: dict[str, Any], values: dict[str, Any], skipped: dict[s
                 continue
             out.append(verdict)
         elif isinstance(budget, MaxLatency):
-            value = row.get(f"latency_b{budget.batch_size}_p{budget.percentile}_ms")
+            e2e = "_e2e" if getattr(budget, "mode", "invoke") == "end_to_end" else ""
+            streams = getattr(budget, "concurrency", 1)
+            where = f"load_c{streams}_b{budget.batch_size}" if streams > 1 else f"latency_b{budget.batch_size}"
+            value = row.get(f"{where}{e2e}_p{budget.percentile}_ms")
             if value is None:
                 _skip(skipped, f"{name} skipped where rows have no batch-{budget.batch_size} "
-                               f"p{budget.percentile} latency")
+                               f"p{budget.percentile} latency{' end to end' if e2e else ''}"
+                               f"{f' under {streams} streams' if streams > 1 else ''}")
                 continue
             passed = value <= budget.limit_ms
             batch = f", batch_size={budget.batch_size}" if budget.batch_size != 1 else ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import logging
 import os
@@ -74,6 +75,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write a report; format by extension: .json, .md, .html, .benchmark.json (repeatable)")
     group.addoption("--tfopt-tensorboard", default=None, metavar="DIR",
                     help="write every metric as TensorBoard scalars, one run per variant and backend")
+    group.addoption("--tfopt-serving-url", default=None, metavar="URL",
+                    help="backend serving: REST URL of a TensorFlow Serving server that serves the artifacts "
+                         "(e.g. http://localhost:8501; default: $TFOPT_SERVING_URL, else start "
+                         "tensorflow_model_server from PATH)")
+    group.addoption("--tfopt-serving-timeout", type=float, default=30.0, metavar="SECONDS",
+                    help="backend serving: timeout of every request and of a spawned server's start-up (default: 30)")
     parser.addini("tfopt_model", "source model: .keras/.h5 file, SavedModel dir or .tflite (relative to the ini file)")
     parser.addini("tfopt_dataset", ".npz data set with x_train,y_train,x_test,y_test or x,y (relative to the ini file)")
     parser.addini("tfopt_variants", f"default variants (comma list); default: {DEFAULT_VARIANTS}", default=DEFAULT_VARIANTS)
@@ -98,9 +105,12 @@ class TfoptState:
         self.calibration_size = _int_ini(config, "tfopt_calibration_size")
         self.variants = default_variants()
         self.backends = default_backends()
+        self.backends.register("serving", functools.partial(_serving_backend, opt.tfopt_serving_url,
+                                                            opt.tfopt_serving_timeout))
         config.hook.pytest_tfopt_register_variants.call_historic(kwargs={"registry": self.variants})
         config.hook.pytest_tfopt_register_backends.call_historic(kwargs={"registry": self.backends})
-        self.backend_names = self._backend_names(opt.tfopt_backend)
+        self._backend_option = opt.tfopt_backend
+        self._backend_list: list[str] | None = None
         self.cli_variants = split_variants(opt.tfopt_variants) if opt.tfopt_variants else None
         self.ini_variants = split_variants(config.getini("tfopt_variants") or DEFAULT_VARIANTS)
         self.rows: list[dict[str, Any]] = []
@@ -126,6 +136,14 @@ class TfoptState:
         if cache is not None:
             return str(cache.mkdir("tfopt"))
         return str(self.config.rootpath / ".tfopt_cache")
+
+    @property
+    def backend_names(self) -> list[str]:
+        """``--tfopt-backend`` resolved; first needed at collection, after conftests registered their backends."""
+        if self._backend_list is None:
+            with _usage_errors():
+                self._backend_list = self._backend_names(self._backend_option)
+        return self._backend_list
 
     def _backend_names(self, raw: list[str] | None) -> list[str]:
         names = [n.strip() for item in (raw or ["tflite"]) for n in item.split(",") if n.strip()]
@@ -190,6 +208,12 @@ class TfoptState:
         return total
 
 
+def _serving_backend(url: str | None, timeout_s: float) -> Any:
+    from .backends.serving import ServingBackend  # lazy: only when the backend is used
+
+    return ServingBackend(url=url, timeout_s=timeout_s)
+
+
 def _identity(value: Any) -> Any:
     return os.fspath(value) if isinstance(value, (str, os.PathLike)) else id(value)
 
@@ -238,7 +262,8 @@ def pytest_configure(config: pytest.Config) -> None:
                                          threads=config.option.tfopt_threads or tfenv.default_threads()))
         state = TfoptState(config)
     config.stash[STATE] = state
-    config.pluginmanager.register(state, "tfopt-state")
+    config.pluginmanager.register(state, "tfopt-state")  # replays plugin registration: conftest functions run
+    state.backend_names  # noqa: B018 - a typo in --tfopt-backend is a usage error before collection
 
 
 def _pin_worker() -> None:
@@ -430,7 +455,8 @@ def _reference_for(budget: Any, bench: Workbench, model: Any, reference: Any) ->
 
 
 def _is_perf(budget: Any) -> bool:
-    return getattr(budget, "marker", "") in PERF_MARKERS or getattr(budget, "metric", "").startswith("latency")
+    metric = getattr(budget, "metric", "")  # a callable or None for accuracy budgets
+    return getattr(budget, "marker", "") in PERF_MARKERS or (isinstance(metric, str) and metric.startswith("latency"))
 
 
 def _recorded(verdict: Any) -> Any:
@@ -527,6 +553,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr.write_sep("=", "tfopt summary")
     for line in table_lines(sorted(state.rows, key=lambda r: r["test"])):
         tr.write_line(line)
+    for row in sorted(state.rows, key=lambda r: r["test"]):  # passed, but not decided: say why
+        for v in row.get("verdicts", []):
+            if v["passed"] is None:
+                tr.write_line(f"INCONCLUSIVE {row['test']}: {v['message']}", yellow=True)
     fallbacks = {r["variant"] for r in state.rows if r.get("xnnpack_fallback")}
     if fallbacks:
         tr.write_line(f"XNNPACK refused {', '.join(sorted(fallbacks))}: ran on the builtin kernels instead")

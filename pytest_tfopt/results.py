@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .baseline import hardware_id
 from .budgets import Verdict
 from .runnable import RunnableModel
 
@@ -31,17 +32,23 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
         "metric": m.get("metric"),
         "delegate": model.runner.info.get("delegate"),
         "xnnpack_fallback": model.runner.info.get("xnnpack_fallback"),
+        "runtime": model.runner.info.get("runtime"),
+        "versions": model.artifact.metadata.get("versions"),
+        "hardware_id": hardware_id(),  # the report's "hardware" block holds what it stands for
         "calibration_hash": model.artifact.metadata.get("calibration_hash"),
         "source_hash": model.artifact.metadata.get("source_hash"),
         "artifact": model.path,
         "verdicts": [
             {"budget": v.budget, "passed": v.passed, "measured": v.measured, "reference": v.reference,
-             "limit": v.limit, "message": v.message}
+             "limit": v.limit, "message": v.message, **({"detail": v.detail} if v.detail else {})}
             for v in verdicts
         ],
     }
     if m.get("memory") is not None:
         row["memory_peak_mb"] = m["memory"].peak_mb
+        for field in ("activations_mb", "weights_mb"):  # the runtime's own tensor account (TFLite)
+            if getattr(m["memory"], field, None) is not None:
+                row[f"memory_{field}"] = getattr(m["memory"], field)
     if m.get("quantization_triage") is not None:
         row["triage"] = m["quantization_triage"].summary()
     for key, stats in m.items():
@@ -51,6 +58,13 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
             for field in ("p50", "p90", "p95", "p99", "mean", "stdev", "min", "max"):
                 row[f"{key}_{field}_ms"] = getattr(stats, f"{field}_ms")
             row[f"{key}_n"] = stats.n
+        if key.startswith("load_c"):  # latency under load: load_c{streams}_b{batch}[_e2e]
+            for field in ("p50", "p90", "p95", "p99", "mean", "max"):
+                row[f"{key}_{field}_ms"] = getattr(stats.latency, f"{field}_ms")
+            row.update({f"{key}_throughput": stats.throughput, f"{key}_requests": stats.requests,
+                        f"{key}_wall_s": stats.wall_s, f"{key}_concurrency": stats.concurrency,
+                        f"{key}_threads_per_stream": stats.threads_per_stream, f"{key}_cores": stats.cores,
+                        f"{key}_mode": stats.mode})
     if reference is not None:
         row["reference_size_bytes"] = reference.size_bytes
         row["reference_gzip_size_bytes"] = reference.gzip_size_bytes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -9,9 +10,9 @@ import numpy as np
 from .artifact import Artifact
 from .backends import Runner
 from .dataset import Dataset
-from .errors import DatasetError
+from .errors import DatasetError, UsageError
 from .measure import accuracy as acc
-from .measure.latency import LatencySettings, LatencyStats, measure
+from .measure.latency import MODES, LatencySettings, LatencyStats, measure, request
 
 
 class RunnableModel:
@@ -22,7 +23,8 @@ class RunnableModel:
     """
 
     def __init__(self, variant: str, backend: str, artifact: Artifact, runner: Runner,
-                 eval_dataset: Dataset | None = None, latency_settings: LatencySettings | None = None) -> None:
+                 eval_dataset: Dataset | None = None, latency_settings: LatencySettings | None = None,
+                 load: Callable[[int], Runner] | None = None) -> None:
         self.variant = variant
         self.backend = backend
         self.artifact = artifact
@@ -31,8 +33,10 @@ class RunnableModel:
         self.latency_settings = latency_settings or LatencySettings()
         self.measurements: dict[str, Any] = {}
         self._accuracy: dict[tuple[str, str], float] = {}
-        self._latency: dict[int, LatencyStats] = {}
+        self._latency: dict[tuple[Any, ...], LatencyStats] = {}
+        self._load_stats: dict[tuple[Any, ...], Any] = {}
         self._predictions: dict[str, np.ndarray] = {}
+        self._load = load
 
     def __repr__(self) -> str:
         return f"<RunnableModel {self.variant} on {self.backend}, {self.size_bytes} bytes>"
@@ -67,13 +71,23 @@ class RunnableModel:
         if data.y is None:
             raise DatasetError(f"{data.name} has no labels: accuracy needs y (give y_test in the .npz)")
         m = acc.resolve(metric)
-        key = (data.hash, m.name if m.name in acc.BUILTIN else f"{m.name}@{id(m.fn)}")
+        key = (data.hash, m.name if m.builtin else f"{m.name}@{id(m.fn)}")
         if key not in self._accuracy:
             self._accuracy[key] = m(data.y, self.predictions(data))
         value = self._accuracy[key]
         self.measurements["accuracy"] = value
         self.measurements["metric"] = m.name
         return value
+
+    def correct(self, metric: Any = None, dataset: Dataset | None = None) -> np.ndarray:
+        """Per sample, is ``metric`` (a per-sample one: top-1, top-k) right on ``dataset``? Boolean array."""
+        data = self._data(dataset, "correct()")
+        m = acc.resolve(metric)
+        if m.correct is None:
+            raise UsageError(f"metric {m.name!r} does not score samples one by one: use top1 or top<k>")
+        if data.y is None:
+            raise DatasetError(f"{data.name} has no labels: accuracy needs y (give y_test in the .npz)")
+        return np.asarray(m.correct(data.y, self.predictions(data)), bool)
 
     def _data(self, dataset: Any, caller: str) -> Dataset:
         """``dataset`` as a Dataset, or the evaluation split (Datasets are never empty)."""
@@ -103,16 +117,64 @@ class RunnableModel:
             self.measurements["memory"] = measure_memory(self.backend, self.path, threads, batch_size)
         return self.measurements["memory"]
 
-    def latency(self, batch_size: int = 1, settings: LatencySettings | None = None) -> LatencyStats:
-        """Invoke-only latency of one batch of ``batch_size`` samples, ms (memoized per batch size)."""
+    def latency(self, batch_size: int = 1, settings: LatencySettings | None = None, mode: str = "invoke",
+                preprocess: Callable[[Any], Any] | None = None,
+                postprocess: Callable[[Any], Any] | None = None) -> LatencyStats:
+        """Latency of one batch of ``batch_size`` samples, ms, memoized per (batch size, mode, processing).
+
+        ``mode="invoke"`` times the model only; ``"end_to_end"`` also the input copy/quantization
+        and output read/dequantization, between ``preprocess`` and ``postprocess`` when given
+        (see :mod:`pytest_tfopt.measure.latency`). Recorded as ``latency_b{n}`` and
+        ``latency_b{n}_e2e`` in :attr:`measurements`.
+        """
+        self._check_latency_args(batch_size, mode)
+        key = (batch_size, mode, preprocess, postprocess)
+        if settings is not None or key not in self._latency:
+            call = request(self.runner, self._latency_input(batch_size), mode, preprocess, postprocess)
+            self._latency[key] = measure(call, batch_size, settings or self.latency_settings)
+        stats = self._latency[key]
+        self.measurements[_latency_key(batch_size, mode)] = stats
+        return stats
+
+    def load(self, concurrency: int, batch_size: int = 1, mode: str = "invoke", settings: LatencySettings | None = None,
+             preprocess: Callable[[Any], Any] | None = None,
+             postprocess: Callable[[Any], Any] | None = None) -> Any:
+        """Latency and throughput with ``concurrency`` closed-loop streams, each on its own runner.
+
+        The runtime threads of this model are split among the streams (at least one each); see
+        :mod:`pytest_tfopt.measure.load`. Memoized like :meth:`latency`; recorded as
+        ``load_c{c}_b{n}`` (``..._e2e`` end to end) in :attr:`measurements`.
+        """
+        from .measure import load as load_measure
+
+        self._check_latency_args(batch_size, mode)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise UsageError(f"concurrency={concurrency!r}: use a whole number of streams >= 1")
+        key = (concurrency, batch_size, mode, preprocess, postprocess)
+        if settings is not None or key not in self._load_stats:
+            threads = load_measure.threads_per_stream(int(self.runner.info.get("threads", 1)), concurrency)
+            runners = [self._new_runner(threads) for _ in range(concurrency)]
+            self._load_stats[key] = load_measure.measure(
+                runners, self._latency_input(batch_size), mode, settings or self.latency_settings, threads,
+                preprocess, postprocess)
+        stats = self._load_stats[key]
+        self.measurements[f"load_c{concurrency}_b{batch_size}{'_e2e' if mode == 'end_to_end' else ''}"] = stats
+        return stats
+
+    def _new_runner(self, threads: int) -> Runner:
+        """Another runner of this artifact (for a concurrent stream), with ``threads`` runtime threads."""
+        if self._load is not None:
+            return self._load(threads)
+        from .backends import default_registry
+
+        return default_registry().get(self.backend).load(self.artifact, threads)
+
+    @staticmethod
+    def _check_latency_args(batch_size: int, mode: str) -> None:
         if batch_size < 1:
             raise DatasetError(f"batch_size={batch_size}: use a batch of at least 1 sample")
-        if settings is not None or batch_size not in self._latency:
-            invoke = self.runner.prepare(self._latency_input(batch_size))
-            self._latency[batch_size] = measure(invoke, batch_size, settings or self.latency_settings)
-        stats = self._latency[batch_size]
-        self.measurements[f"latency_b{batch_size}"] = stats
-        return stats
+        if mode not in MODES:
+            raise UsageError(f"latency mode {mode!r}: use one of {', '.join(MODES)}")
 
     def _latency_input(self, batch_size: int) -> np.ndarray:
         if self.eval_dataset is not None and len(self.eval_dataset):
@@ -120,3 +182,8 @@ class RunnableModel:
             return np.resize(x, (batch_size, *x.shape[1:])).astype(np.float32)
         shape = tuple(d or 1 for d in self.runner.input_shape)
         return np.random.default_rng(0).random((batch_size, *shape), dtype=np.float32)
+
+
+def _latency_key(batch_size: int, mode: str) -> str:
+    """Where a latency is recorded in ``measurements`` (and, with ``_p50_ms`` etc., in result rows)."""
+    return f"latency_b{batch_size}" + ("_e2e" if mode == "end_to_end" else "")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,10 @@ def preloaded_runtimes() -> None:
     import h5py  # noqa: F401
     import keras  # noqa: F401
     import tf_keras  # noqa: F401
+
+    for optional in ("openvino", "nncf", "onnxruntime", "tf2onnx"):  # compiled modules that cannot load twice either
+        with contextlib.suppress(ImportError):
+            importlib.import_module(optional)
 
 
 @pytest.fixture

@@ -137,6 +137,11 @@ def test_reports_parse_back(suite, pytester):
     doc = json.loads((out / "r.json").read_text())
     assert doc["schema"] == "pytest-tfopt/results" and {"hardware", "versions", "commit", "created"} <= set(doc)
     assert sorted(r["test"].split("::")[-1] for r in doc["rows"]) == ["test_a[int8-tflite]", "test_b[int8-tflite]", "test_marked[int8-tflite]"]
+    hw = doc["hardware"]  # the fingerprint every row points at: CPU model and flags, cores, GPUs
+    assert {"cpu", "cpu_flags", "cores", "gpus", "id"} <= set(hw) and isinstance(hw["cpu_flags"], list)
+    for row in doc["rows"]:
+        assert row["hardware_id"] == hw["id"] and row["runtime"].startswith("ai-edge-litert ")
+        assert row["versions"]["tensorflow"] and row["versions"]["ai-edge-litert"]
     md = (out / "r.md").read_text().splitlines()
     assert md[0] == "### pytest-tfopt: 3 results, 0 failed"
     assert sum(line.startswith("| ✅ |") for line in md) == 3

@@ -106,7 +106,7 @@ def test_several_backends_parametrize(suite):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--tfopt-backend=coreml"], "*unknown backend 'coreml': valid backends are onnxruntime, tensorrt, tf, tflite, xla*"),
+        (["--tfopt-backend=coreml"], "*unknown backend 'coreml': valid backends are onnxruntime, openvino, serving, tensorrt, tf, tflite, xla*"),
         (["--tfopt-variants=int8,int9"], "*unknown variant 'int9': valid variants are *int8*"),
         (["--tfopt-threads=0"], "*--tfopt-threads=0: use 1 or more threads*"),
     ],

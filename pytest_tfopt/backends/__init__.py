@@ -29,6 +29,13 @@ class Runner:
         """Load the batch ``x`` and return a function that runs one invocation only."""
         raise NotImplementedError
 
+    def memory_info(self) -> dict[str, int]:
+        """What the runtime reports about its own tensor memory, bytes (``{}`` when it reports nothing).
+
+        TFLite: ``activation_bytes`` (non-constant tensors) and ``weight_bytes`` (constant ones).
+        """
+        return {}
+
 
 class Backend:
     """A runtime. Subclasses set ``name`` and override the methods."""
@@ -92,6 +99,8 @@ BUILTINS: dict[str, str] = {
     "xla": "tf:XLABackend",
     "onnxruntime": "onnx:OnnxRuntimeBackend",
     "tensorrt": "tensorrt:TensorRTBackend",
+    "openvino": "openvino:OpenVINOBackend",
+    "serving": "serving:ServingBackend",
 }
 
 

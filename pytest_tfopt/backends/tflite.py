@@ -10,6 +10,7 @@ always see floats.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,16 @@ def inspect_tflite(content: bytes) -> tuple[tuple[int | None, ...], str]:
     return tuple(None if d < 0 else int(d) for d in sig[1:]), np.dtype(detail["dtype"]).name
 
 
+@functools.lru_cache(maxsize=1)
+def _runtime() -> str:
+    from importlib import metadata
+
+    try:
+        return f"ai-edge-litert {metadata.version('ai-edge-litert')}"
+    except metadata.PackageNotFoundError:
+        return "tflite_runtime"
+
+
 class TFLiteRunner(Runner):
     """Runs one ``.tflite`` artifact."""
 
@@ -50,7 +61,7 @@ class TFLiteRunner(Runner):
         self.content = content
         self.threads = threads
         self.name = name
-        self.info: dict[str, Any] = {"threads": threads}
+        self.info: dict[str, Any] = {"threads": threads, "runtime": _runtime()}
         self._interp = self._make()
         self._in = self._interp.get_input_details()[0]
         self._out = self._interp.get_output_details()[0]
@@ -156,6 +167,26 @@ class TFLiteRunner(Runner):
             raise DatasetError(f"{self.name}: input batch is fixed at {self._batch}: measure with batch_size={self._batch}")
         self._interp.set_tensor(self._in["index"], self._quantize(x))
         return self._interp.invoke
+
+    def memory_info(self) -> dict[str, int]:
+        """Bytes of the interpreter's tensors at their current shapes, split by kind.
+
+        ``activation_bytes``: graph inputs and every op's outputs, the tensors TFLite's arena
+        holds, summed as if none shared memory (the arena planner overlaps tensors whose
+        lifetimes do not meet, so the arena itself is at most this; a delegate such as XNNPACK
+        keeps its own workspace on top, which the runtime does not report).
+        ``weight_bytes``: the other (constant) tensors, read from the model buffer.
+        """
+        try:
+            details = self._interp.get_tensor_details()
+            ops = self._interp._get_ops_details()  # no public API lists which tensors ops produce
+        except (AttributeError, RuntimeError, ValueError):
+            return {}
+        produced = {int(i) for op in ops for i in op["outputs"]}
+        produced |= {int(d["index"]) for d in self._interp.get_input_details()}
+        sizes = {int(d["index"]): int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize for d in details}
+        activations = sum(size for index, size in sizes.items() if index in produced)
+        return {"activation_bytes": activations, "weight_bytes": sum(sizes.values()) - activations}
 
 
 class TFLiteBackend(Backend):

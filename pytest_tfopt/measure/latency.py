@@ -1,4 +1,12 @@
-"""Latency: warm-up, then timed invocations until a minimum time and count."""
+"""Latency: warm-up, then timed invocations until a minimum time and count.
+
+Two modes of what one timed call covers (:data:`MODES`):
+
+- ``invoke``: the batch is loaded into the runtime once; each call runs the model only.
+- ``end_to_end``: each call copies (and quantizes) the batch in, runs the model and reads (and
+  dequantizes) the outputs: ``runner.predict(x)``, between the user's own ``preprocess`` and
+  ``postprocess`` when given.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +15,38 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
+
 PERCENTILES = (50, 90, 95, 99)
 BOOTSTRAP = 200
+MODES = ("invoke", "end_to_end")
+
+
+def request(runner: Any, x: np.ndarray, mode: str = "invoke", preprocess: Callable[[Any], Any] | None = None,
+            postprocess: Callable[[Any], Any] | None = None) -> Callable[[], object]:
+    """One request of ``mode`` on ``runner`` for the batch ``x``, as a callable to time.
+
+    ``invoke`` loads ``x`` now (``runner.prepare``) and returns the invoke-only callable;
+    ``end_to_end`` returns ``postprocess(runner.predict(preprocess(x)))`` (identity when not given).
+    """
+    if mode == "invoke":
+        if preprocess is not None or postprocess is not None:
+            raise UsageError("preprocess/postprocess are timed only in mode='end_to_end'")
+        return runner.prepare(x)
+    if mode != "end_to_end":
+        raise UsageError(f"latency mode {mode!r}: use one of {', '.join(MODES)}")
+    batch = len(x)
+
+    def end_to_end() -> object:
+        inputs = preprocess(x) if preprocess is not None else x
+        out = runner.predict(np.asarray(inputs), batch)
+        return postprocess(out) if postprocess is not None else out
+
+    return end_to_end
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,10 @@ In-process numbers are meaningless (TensorFlow's own footprint, and an allocator
 reuses freed memory), so a small child process loads only the runtime, reads its
 resident size, loads the cached artifact, runs one batch, and reports the high-water
 mark minus the resident size before, MiB. Linux (``/proc``) only.
+
+Where the runtime reports its own tensor memory (``Runner.memory_info``: TFLite), the probe
+also records it after the run: ``activations_mb`` (the arena's tensors, summed without the
+planner's sharing: an upper bound on the arena proper) and ``weights_mb`` (constant tensors).
 """
 
 from __future__ import annotations
@@ -18,10 +22,15 @@ from ..errors import BackendUnavailable
 
 @dataclass(frozen=True)
 class MemoryStats:
-    """Peak resident memory added by loading + running one batch, and the runtime process before it, MiB."""
+    """Peak resident memory added by loading + running one batch, and the runtime process before it, MiB.
+
+    ``activations_mb``/``weights_mb``: the runtime's own account of its tensors (None where it gives none).
+    """
 
     peak_mb: float
     baseline_mb: float
+    activations_mb: float | None = None
+    weights_mb: float | None = None
 
 
 def _status_kb(field: str) -> int:
@@ -46,7 +55,7 @@ def measure(backend: str, artifact_path: str, threads: int, batch_size: int, tim
         tail = (out.stderr.strip().splitlines() or ["no output"])[-1][:200]
         raise BackendUnavailable(f"memory probe of {artifact_path} failed: {tail}")
     data = json.loads(lines[-1])
-    return MemoryStats(data["peak_mb"], data["baseline_mb"])
+    return MemoryStats(data["peak_mb"], data["baseline_mb"], data.get("activations_mb"), data.get("weights_mb"))
 
 
 def _probe(backend_name: str, path: str, threads: int, batch_size: int) -> None:
@@ -65,7 +74,13 @@ def _probe(backend_name: str, path: str, threads: int, batch_size: int) -> None:
     x = np.zeros((batch_size, *(d or 1 for d in runner.input_shape)), np.float32)
     runner.predict(x, batch_size)
     peak = _status_kb("VmHWM")
-    print(json.dumps({"peak_mb": max(0, peak - before) / 1024, "baseline_mb": before / 1024}))
+    tensors = getattr(runner, "memory_info", dict)()  # third-party runners may predate it
+    result = {"peak_mb": max(0, peak - before) / 1024, "baseline_mb": before / 1024}
+    if "activation_bytes" in tensors:
+        result["activations_mb"] = tensors["activation_bytes"] / 2**20
+    if "weight_bytes" in tensors:
+        result["weights_mb"] = tensors["weight_bytes"] / 2**20
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

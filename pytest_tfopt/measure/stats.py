@@ -1,8 +1,10 @@
-"""Confidence intervals for paired comparisons (seeded bootstrap)."""
+"""Confidence intervals for paired comparisons: seeded bootstrap, exact McNemar, Tango's score interval."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from statistics import NormalDist
 
 import numpy as np
 
@@ -17,3 +19,69 @@ def paired_bootstrap(n: int, statistic: Callable[[np.ndarray], float], confidenc
     tail = (1 - confidence) / 2
     lo, hi = np.quantile(values, [tail, 1 - tail])
     return float(lo), float(hi)
+
+
+# ---- McNemar: paired correct/incorrect outcomes --------------------------------------
+def binomial_cdf_half(k: int, m: int) -> float:
+    """P(X <= k) for X ~ Binomial(m, 1/2), exact (integer arithmetic; 0 for k < 0, 1 for k >= m)."""
+    if k < 0:
+        return 0.0
+    if k >= m:
+        return 1.0
+    return sum(math.comb(m, i) for i in range(k + 1)) / 2**m
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: ``b`` and ``c`` discordant pairs, under H0 each is b with probability 1/2.
+
+    ``min(1, 2 * P(X <= min(b, c)))`` for X ~ Binomial(b + c, 1/2); 1.0 when there are no discordant pairs.
+    """
+    m = b + c
+    if m == 0:
+        return 1.0
+    return min(1.0, 2 * binomial_cdf_half(min(b, c), m))
+
+
+def tango_statistic(b: int, c: int, n: int, delta: float) -> float:
+    """Tango's (1998) score statistic for H0: p_b - p_c = ``delta`` on ``n`` pairs, ``b``/``c`` discordant.
+
+    ``(b - c - n*delta) / sqrt(n * (2*q + delta*(1 - delta)))`` with ``q`` the maximum-likelihood
+    p_c under H0 (closed form); at ``delta = 0`` it is McNemar's ``(b - c) / sqrt(b + c)``.
+    """
+    a_ = 2 * n
+    b_ = -b - c + (2 * n - b + c) * delta
+    c_ = -c * delta * (1 - delta)
+    q = (math.sqrt(max(b_ * b_ - 4 * a_ * c_, 0.0)) - b_) / (2 * a_)
+    variance = n * (2 * q + delta * (1 - delta))
+    numerator = b - c - n * delta
+    if variance <= 0:
+        return 0.0 if numerator == 0 else math.copysign(math.inf, numerator)
+    return numerator / math.sqrt(variance)
+
+
+def tango_interval(b: int, c: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Tango's score interval for the paired difference ``(b - c) / n``, two-sided at ``confidence``.
+
+    The set of ``delta`` whose score statistic stays within ``±z``, found by bisection (the
+    statistic falls as ``delta`` grows). Recommended for paired proportions by Fagerland,
+    Lydersen & Laake (2013); with no discordant pairs the upper bound is ``z² / (n + z²)``.
+    """
+    if n <= 0 or b < 0 or c < 0 or b + c > n:
+        raise ValueError(f"need 0 <= b + c <= n with n > 0, got b={b}, c={c}, n={n}")
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    estimate = (b - c) / n
+
+    def bound(sign: int) -> float:
+        # sign -1: the lower bound, where the statistic rises to +z; sign +1: the upper, where it falls to -z
+        inside, outside = estimate, float(sign)
+        if -sign * tango_statistic(b, c, n, outside) <= z:
+            return outside
+        for _ in range(100):
+            mid = (inside + outside) / 2
+            if -sign * tango_statistic(b, c, n, mid) <= z:
+                inside = mid
+            else:
+                outside = mid
+        return inside
+
+    return bound(-1), bound(1)

@@ -11,12 +11,15 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _latency(row: dict[str, Any], which: str) -> Any:
+def _latency(row: dict[str, Any], which: str) -> str:
+    """Invoke-only latency at batch 1 if measured, else the first other one, marked ``e2e`` when end to end."""
     key = f"latency_b1_{which}_ms"
     if key in row:
-        return row[key]
+        return _fmt(row[key], ".3f")
     others = sorted(k for k in row if k.startswith("latency_b") and k.endswith(f"_{which}_ms"))
-    return row[others[0]] if others else None
+    if not others:
+        return "-"
+    return _fmt(row[others[0]], ".3f") + (" e2e" if "_e2e_" in others[0] else "")
 
 
 def _status(verdict: dict[str, Any]) -> str:
@@ -28,7 +31,8 @@ def _status(verdict: dict[str, Any]) -> str:
 
 
 def _budgets(row: dict[str, Any]) -> str:
-    parts = [f"{v['budget']} {_status(v)}" for v in row.get("verdicts", [])]
+    parts = [f"{v['budget']}{'[' + v['detail'] + ']' if v.get('detail') else ''} {_status(v)}"
+             for v in row.get("verdicts", [])]
     return ", ".join(parts) or "-"
 
 
@@ -40,7 +44,7 @@ def table_lines(rows: list[dict[str, Any]]) -> list[str]:
         body.append((
             name, r["variant"], r["backend"], _fmt(r.get("accuracy"), ".4f"), _fmt(r.get("accuracy_drop"), "+.4f"),
             _fmt(r["size_bytes"] / 1024, ".1f"), _fmt(r.get("compression_ratio"), ".2f") + ("x" if r.get("compression_ratio") else ""),
-            _fmt(_latency(r, "p50"), ".3f"), _fmt(_latency(r, "p95"), ".3f"), _budgets(r),
+            _latency(r, "p50"), _latency(r, "p95"), _budgets(r),
         ))
     widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(COLUMNS)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip()  # noqa: E731

@@ -1,0 +1,377 @@
+"""OpenVINO backend: ``ov.convert_model`` → OpenVINO IR → ``Core.compile_model`` on the CPU.
+
+Building: a Keras 3, tf_keras or SavedModel source is exported as a SavedModel
+(:func:`~pytest_tfopt.backends.tf.export_saved_model`) and converted with
+``openvino.convert_model``; a ``.tflite`` source is converted directly from its file. The IR
+(``model.xml`` + ``model.bin``, float32 weights: ``compress_to_fp16=False``) is packed into a
+deterministic zip (``.openvino.zip``). Node names that OpenVINO numbers from a process-wide
+counter are renamed by graph position and the converter's record of the temporary input path
+is dropped, so the same source gives the same bytes in every process.
+
+Precisions (the IR of ``fp32``, ``bf16`` and ``float16`` is the same float32 graph; the
+precision is the CPU plugin's ``INFERENCE_PRECISION_HINT``, stored in the IR's ``rt_info``
+under ``tfopt/inference_precision`` and passed explicitly at compile time):
+
+* ``fp32``: hint ``f32``. Set explicitly because the CPU plugin defaults to ``bf16`` on CPUs
+  with AVX512-BF16 or AMX, which costs about 1e-3 of output error without saying so;
+* ``bf16`` / ``float16``: hints ``bf16`` / ``f16``. Refused (the test skips) when the CPU plugin
+  does not list ``BF16`` / ``FP16`` in ``OPTIMIZATION_CAPABILITIES``: it would silently run
+  f32 and the variant would measure fp32 under another name. :class:`OpenVINORunner` also
+  reads the hint back after compiling and refuses a mismatch;
+* ``int8``: NNCF post-training quantization (``nncf.quantize``, ``PERFORMANCE`` preset:
+  symmetric int8 weights and activations, CPU target, fast bias correction) calibrated on the calibration samples, hint ``f32`` for the layers
+  that stay float. Needs ``pip install nncf``.
+
+Anything else raises :class:`~pytest_tfopt.errors.BackendUnavailable` naming the variant.
+Running: CPU device, ``INFERENCE_NUM_THREADS`` = the ``--tfopt-threads`` value,
+``PERFORMANCE_HINT=LATENCY`` (one stream). ``Runner.info`` records the precision in effect
+(read back from the compiled model), threads, device name and runtime version.
+
+Note: ``openvino.convert_model`` (and NNCF) send anonymous usage telemetry through
+``openvino-telemetry`` unless ``CI=true`` or the user opted out (``opt_in_out --opt_out``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import os
+import re
+import tempfile
+import zipfile
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..artifact import Artifact
+from ..dataset import Dataset
+from ..errors import BackendUnavailable, ConversionError, DatasetError
+from ..models import SourceModel
+from . import Backend, Runner
+from ._archive import pack
+from .tf import check_batch, export_saved_model, predict_in_batches
+
+DEVICE = "CPU"
+PRECISIONS = ("fp32", "bf16", "float16", "int8")
+HINTS = {"fp32": "f32", "bf16": "bf16", "float16": "f16", "int8": "f32"}  # INFERENCE_PRECISION_HINT
+CAPABILITIES = {"bf16": "BF16", "float16": "FP16"}  # OPTIMIZATION_CAPABILITIES entry each hint needs
+HARDWARE = {"bf16": "AVX512-BF16 or AMX", "float16": "AVX512-FP16, AMX-FP16 or ARM fp16"}
+ELSEWHERE = {"bf16": "tf or xla", "float16": "tflite or onnxruntime"}
+RT_PRECISION = ["tfopt", "inference_precision"]
+XML, BIN = "model.xml", "model.bin"
+INSTALL = "pip install openvino (or pytest-tfopt[openvino])"
+_UNCONVERTED = re.compile(r"No conversion rule found for operations?: ([^\n]+)")
+_FAILED_OP = re.compile(r"^-- (\S+) with a message:", re.MULTILINE)
+
+
+def _message(exc: BaseException) -> str:
+    """The informative line of an OpenVINO error (they open with a ``Check '...' failed at`` line)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    boiler = ("Check '", "FrontEnd API failed", "Exception from src", "Model wasn't fully converted", "Summary:")
+    useful = [ln for ln in lines if not ln.startswith(boiler)]
+    return ((useful or lines or [type(exc).__name__])[0])[:200]
+
+
+def unconverted_ops(exc: BaseException) -> list[str]:
+    """The TensorFlow/TFLite op types an OpenVINO conversion error names (empty when it names none)."""
+    text = str(exc)
+    ops = [op.strip() for m in _UNCONVERTED.finditer(text) for op in m.group(1).split(",")]
+    ops += _FAILED_OP.findall(text)
+    return sorted({op for op in ops if op})
+
+
+def nncf_available() -> bool:
+    return importlib.util.find_spec("nncf") is not None
+
+
+def cpu_capabilities(core: Any) -> tuple[list[str], str]:
+    """The precisions among the CPU plugin's ``OPTIMIZATION_CAPABILITIES`` (e.g. ``FP32, INT8, BF16``), the CPU's name."""
+    listed = [str(c) for c in core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")]
+    return [c for c in listed if c not in ("BIN", "EXPORT_IMPORT")], str(core.get_property(DEVICE, "FULL_DEVICE_NAME"))
+
+
+# ---- conversion --------------------------------------------------------------------------------
+def to_openvino(source: SourceModel) -> tuple[Any, dict[str, str]]:
+    """``source`` as a float32 ``openvino.Model`` and how it was converted."""
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(prefix="tfopt-openvino-") as tmp:
+        if source.kind == "tflite":
+            path = source.path
+            if not (path and os.path.exists(path)):
+                if source.content is None:
+                    raise ConversionError(f"{source.name}: a .tflite source needs its file or bytes for OpenVINO")
+                path = os.path.join(tmp, "model.tflite")
+                with open(path, "wb") as fh:
+                    fh.write(source.content)
+            settings = {"source_format": "tflite"}
+        else:
+            path = os.path.join(tmp, "saved_model")
+            settings = {"source_format": "SavedModel", **export_saved_model(source, "fp32", path, "openvino")}
+        try:
+            model = ov.convert_model(path)
+        except Exception as exc:
+            ops = unconverted_ops(exc)
+            what = f"no conversion rule for op {', '.join(ops)}" if ops else _message(exc)
+            raise ConversionError(
+                f"backend 'openvino' could not convert {source.name}: {what} "
+                "(run it on backend tflite or tf, or replace the op)"
+            ) from None
+    settings["converter"] = "openvino.convert_model"
+    return model, settings
+
+
+def canonicalize(model: Any) -> None:
+    """Make ``model`` serialize to the same bytes in every process.
+
+    OpenVINO names nodes ``<Type>_<n>`` from a process-wide counter, so a second conversion (or
+    one after another model) gets other names; ``convert_model`` records the input path, a
+    temporary directory here. Parameters keep their names (the input's); tensor names, which
+    callers look outputs up by, are untouched.
+    """
+    for index, op in enumerate(model.get_ordered_ops()):
+        if op.get_type_name() != "Parameter":
+            op.set_friendly_name(f"{op.get_type_name()}_{index}")
+    info = model.get_rt_info()
+    if "conversion_parameters" in info:
+        del info["conversion_parameters"]
+
+
+def _calibration_items(calibration: Dataset, batch: int, dtype: Any) -> list[np.ndarray]:
+    """``calibration.x`` as model inputs of ``batch`` samples each (the last one padded)."""
+    x = np.asarray(calibration.x).astype(dtype, copy=False)
+    items = []
+    for start in range(0, len(x), batch):
+        chunk = x[start : start + batch]
+        if len(chunk) < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
+        items.append(chunk)
+    return items
+
+
+def quantize_int8(model: Any, calibration: Dataset | None, settings: dict[str, str]) -> Any:
+    """``model`` after NNCF post-training int8 quantization on ``calibration``."""
+    import nncf
+
+    if calibration is None or len(calibration) == 0:
+        raise DatasetError(
+            "int8 needs calibration data but the calibration set is empty: give tfopt_dataset training samples"
+        )
+    parameter = model.inputs[0]
+    shape = parameter.get_partial_shape()
+    batch = shape[0].get_length() if shape.rank.is_static and shape[0].is_static else 1
+    items = _calibration_items(calibration, batch, parameter.get_element_type().to_dtype())
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:  # NNCF draws rich progress bars on stdout whatever the log level
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantized = nncf.quantize(
+                model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
+                target_device=nncf.TargetDevice.CPU, subset_size=len(items), fast_bias_correction=True,
+            )
+    finally:
+        logger.setLevel(level)
+    settings.update(
+        quantizer="nncf.quantize", preset="PERFORMANCE (symmetric int8 weights per channel and activations)",
+        target_device="CPU", fast_bias_correction="True", calibration=f"{len(calibration)} samples",
+    )
+    return quantized
+
+
+def serialize(model: Any, hint: str) -> bytes:
+    """``model`` as IR (float32 weights) in a deterministic zip, with ``hint`` in its ``rt_info``."""
+    import openvino as ov
+
+    canonicalize(model)
+    model.set_rt_info(hint, RT_PRECISION)
+    with tempfile.TemporaryDirectory(prefix="tfopt-openvino-ir-") as tmp:
+        ov.save_model(model, os.path.join(tmp, XML), compress_to_fp16=False)
+        return pack(tmp)
+
+
+# ---- runner ------------------------------------------------------------------------------------
+def _type_name(value: Any) -> str:
+    return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+
+
+class OpenVINORunner(Runner):
+    """An IR compiled for the OpenVINO CPU plugin with an explicit inference precision."""
+
+    def __init__(self, content: bytes, core: Any, threads: int = 1, name: str = "model") -> None:
+        import openvino as ov
+
+        self.name = name
+        with zipfile.ZipFile(io.BytesIO(content)) as zf:
+            xml, weights = zf.read(XML), zf.read(BIN)
+        self._weights = np.frombuffer(weights, dtype=np.uint8).copy()  # the model may keep pointing at it
+        model = core.read_model(xml.decode("utf-8"), ov.Tensor(self._weights))
+        hint = model.get_rt_info(RT_PRECISION).astype(str) if model.has_rt_info(RT_PRECISION) else "f32"
+        self._batch = self._dynamic_batch(model)
+        config = {
+            "INFERENCE_PRECISION_HINT": hint,
+            "INFERENCE_NUM_THREADS": int(threads),
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        self._compiled = core.compile_model(model, DEVICE, config)
+        effective = _type_name(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        device_name = str(core.get_property(DEVICE, "FULL_DEVICE_NAME"))
+        if effective != hint:
+            raise BackendUnavailable(
+                f"variant {name!r} on backend 'openvino' asked the CPU plugin for {hint} inference precision but it "
+                f"runs {effective} on this CPU ({device_name}); run it on a CPU that supports {hint}"
+            )
+        port = self._compiled.input(0)
+        self._dtype = port.get_element_type().to_dtype()
+        self.input_shape = tuple(
+            d.get_length() if d.is_static else None for d in list(port.get_partial_shape())[1:]
+        )
+        self._request = self._compiled.create_infer_request()
+        self.info: dict[str, Any] = {
+            "threads": int(self._compiled.get_property("INFERENCE_NUM_THREADS")),
+            "runtime": f"openvino {ov.get_version()}",
+            "device": DEVICE,
+            "device_name": device_name,
+            "inference_precision": effective,
+            "performance_hint": str(self._compiled.get_property("PERFORMANCE_HINT")),
+            "num_streams": int(self._compiled.get_property("NUM_STREAMS")),
+            "batch": "dynamic" if self._batch is None else f"fixed at {self._batch}",
+        }
+
+    @staticmethod
+    def _dynamic_batch(model: Any) -> int | None:
+        """Make the batch axis dynamic when the graph allows it; else the fixed batch size."""
+        shape = model.inputs[0].get_partial_shape()
+        if shape.rank.is_dynamic or shape.rank.get_length() == 0 or shape[0].is_dynamic:
+            return None
+        fixed = shape[0].get_length()
+        dims = [-1] + [d.get_length() if d.is_static else -1 for d in list(shape)[1:]]
+        try:
+            model.reshape({model.inputs[0]: dims})
+        except Exception:  # e.g. a Reshape with a constant batch inside: keep the exported batch
+            return fixed
+        return None
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        real = len(x)
+        if self._batch is not None and real != self._batch:
+            x = np.concatenate([x, np.repeat(x[-1:], self._batch - real, axis=0)])
+        out = self._request.infer({0: x.astype(self._dtype, copy=False)})
+        return np.asarray(out[0])[:real]
+
+    def predict(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        x = check_batch(x, self.input_shape, self.name)
+        return predict_in_batches(x, self._batch or batch_size, self._run)
+
+    def prepare(self, x: np.ndarray) -> Callable[[], None]:
+        import openvino as ov
+
+        x = check_batch(x, self.input_shape, self.name)
+        if self._batch is not None and len(x) != self._batch:
+            raise DatasetError(f"{self.name}: input batch is fixed at {self._batch}: measure with batch_size={self._batch}")
+        request = self._compiled.create_infer_request()
+        request.set_input_tensor(ov.Tensor(np.ascontiguousarray(x.astype(self._dtype))))  # a copy: set once
+        infer = request.infer
+
+        def invoke() -> None:
+            infer(share_outputs=True)
+
+        return invoke
+
+
+class OpenVINOBackend(Backend):
+    """OpenVINO on the CPU: fp32, bf16/float16 inference precision and NNCF int8."""
+
+    name = "openvino"
+    artifact_suffix = ".openvino.zip"
+
+    def __init__(self) -> None:
+        self._core: Any = None
+
+    @property
+    def core(self) -> Any:
+        """One ``openvino.Core`` per backend (it holds the loaded plugins)."""
+        if self._core is None:
+            import openvino as ov
+
+            self._core = ov.Core()
+        return self._core
+
+    def unavailable_reason(self) -> str | None:
+        if importlib.util.find_spec("openvino") is None:  # no import: ``pytest --help`` stays light
+            return f"backend 'openvino' needs openvino: {INSTALL}"
+        return None
+
+    def unsupported_reason(self, variant: str, params: dict[str, Any] | None = None) -> str | None:
+        """Why precision ``variant`` cannot be built or run here (``None`` when it can); checked before any work."""
+        if variant not in PRECISIONS:
+            return (
+                f"variant {variant!r} is not available on backend 'openvino': it builds fp32, bf16 and float16 "
+                f"(CPU inference-precision hints) and int8 (NNCF) models; use tflite for {variant}"
+            )
+        if variant == "int8" and (params or {}).get("max_drop") is not None:
+            return (
+                "variant 'int8(max_drop=...)' is not available on backend 'openvino': the layer search uses "
+                "TFLite's QuantizationDebugger; use tflite, or plain int8 here"
+            )
+        if variant == "int8" and not nncf_available():
+            return (
+                "variant 'int8' on backend 'openvino' needs NNCF for post-training quantization: pip install nncf "
+                "(or pytest-tfopt[openvino])"
+            )
+        if variant in CAPABILITIES and self.unavailable_reason() is None:
+            capabilities, device_name = cpu_capabilities(self.core)
+            if CAPABILITIES[variant] not in capabilities:
+                return (
+                    f"variant {variant!r} is not available on backend 'openvino' on this CPU ({device_name}): "
+                    f"the CPU plugin supports {', '.join(capabilities)} and no {CAPABILITIES[variant]} (it needs "
+                    f"{HARDWARE[variant]}), so it would silently run f32; run {variant} on backend "
+                    f"{ELSEWHERE[variant]}"
+                )
+        return None
+
+    def build(self, source: SourceModel, recipe: Any, calibration: Any, params: dict[str, Any]) -> Artifact:
+        precision = recipe.name
+        reason = self.unsupported_reason(precision, params)
+        if reason:
+            raise BackendUnavailable(reason)
+        if calibration is not None:
+            source.check_inputs(calibration.x, "calibration data")
+        model, settings = to_openvino(source)
+        hint = HINTS[precision]
+        weights = "int8 weights, FakeQuantize on activations" if precision == "int8" else "f32 weights"
+        settings.update(inference_precision_hint=hint, device=DEVICE, ir=f"model.xml + model.bin ({weights})")
+        try:
+            if precision == "int8":
+                model = quantize_int8(model, calibration, settings)
+            content = serialize(model, hint)
+        except (BackendUnavailable, ConversionError, DatasetError):
+            raise
+        except Exception as exc:
+            raise ConversionError(
+                f"backend 'openvino' could not build {precision} for {source.name}: {_message(exc)} "
+                "(try another variant, or run it on backend tflite)"
+            ) from None
+        converter = "openvino.convert_model" + (" + nncf.quantize" if precision == "int8" else "")
+        return Artifact(
+            content,
+            {"variant": precision, "converter": converter, "settings": settings, "format": "zip"},
+            self.artifact_suffix,
+        )
+
+    def load(self, artifact: Artifact, threads: int) -> OpenVINORunner:
+        return OpenVINORunner(artifact.content, self.core, threads, name=artifact.variant)
+
+    def versions(self) -> dict[str, str]:
+        from importlib import metadata
+
+        out = {}
+        for dist in ("openvino", "nncf"):  # nncf builds int8: another version is another artifact
+            try:
+                out[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                continue
+        return out
