@@ -21,6 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from filelock import FileLock, Timeout
 
@@ -33,6 +34,7 @@ posix_only = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals 
 CLI = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--tfopt-threads=1")  # hypothesis costs ~2 s a process
 KEY = "0123456789abcdef" * 2
 REPO = Path(__file__).resolve().parent.parent
+DATA_NPZ = REPO / "fixtures" / "digits.npz"
 ENV = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")},
        "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "300"}
 
@@ -719,3 +721,87 @@ def test_it(optimized_model):
     k.models.load_model(path, compile=False, safe_mode=False)
     assert marker.exists()
     marker.unlink()
+
+
+# ---- bad data through the plugin -------------------------------------------------------------
+def _digits(**changes):
+    with np.load(DATA_NPZ) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays.update(changes)
+    return arrays
+
+
+BAD_DATA = {
+    "labels-out-of-range": (lambda a: {"y_test": np.where(a["y_test"] == 3, 12, a["y_test"])},
+                            "*labels range over [[]0, 12[]] but the model has 10 classes*"),
+    "wrong-dtype": (lambda a: {"x_test": a["x_test"].astype(str)}, "*inputs have dtype <U*, not numeric: convert them to float32 (or int) arrays*"),
+    "wrong-rank": (lambda a: {"x_test": a["x_test"][..., 0]}, "*train inputs have shape (8, 8, 1) but test inputs (8, 8): both splits need the same per-sample shape*"),
+    "empty-test-split": (lambda a: {"x_test": a["x_test"][:0], "y_test": a["y_test"][:0]}, "*empty (0 samples)*"),
+    "nan-in-test-data": (lambda a: {"x_test": np.where(np.arange(a["x_test"].size).reshape(a["x_test"].shape) == 5,
+                                                       np.nan, a["x_test"]).astype(np.float32)}, "*NaN/Inf*"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_data_through_the_plugin_is_one_line(suite, pytester, tmp_path, case):
+    change, message = BAD_DATA[case]
+    arrays = _digits()
+    arrays.update(change(arrays))
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    pytester.makeconftest(f"""
+import pytest
+
+@pytest.fixture
+def tfopt_dataset():
+    return {str(path)!r}
+""")
+    cache = tmp_path / "cache"
+    result = suite(
+        """
+import pytest
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.max_accuracy_drop(0.05)
+def test_it(optimized_model):
+    pass
+""",
+        f"--tfopt-cache-dir={cache}",
+    )
+    assert result.ret in (pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.USAGE_ERROR), result.stdout.str()
+    result.stdout.fnmatch_lines([message])
+    assert "Traceback" not in result.stdout.str()
+    if cache.exists():
+        assert_clean(cache)
+
+
+def test_one_sample_data_set_gives_an_inconclusive_verdict_not_a_pass(suite, pytester, tmp_path):
+    arrays = _digits()
+    path = tmp_path / "one.npz"
+    np.savez(path, x_train=arrays["x_train"][:1], y_train=arrays["y_train"][:1],
+             x_test=arrays["x_test"][:1], y_test=arrays["y_test"][:1])
+    pytester.makeconftest(f"""
+import pytest
+
+@pytest.fixture
+def tfopt_dataset():
+    return {str(path)!r}
+""")
+    result = suite(
+        """
+import pytest
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.max_accuracy_drop(0.01, confidence=0.95)
+def test_it(optimized_model):
+    pass
+""",
+        f"--tfopt-cache-dir={tmp_path / 'cache'}", "-rA",
+    )
+    assert "Traceback" not in result.stdout.str()
+    # a paired bootstrap over one sample is the single point [0, 0]: no evidence, so no PASS
+    result.stdout.fnmatch_lines([
+        "INCONCLUSIVE *test_it*: max_accuracy_drop(0.01, confidence=0.95) inconclusive: *"
+        "(warning: 1 samples cannot resolve a budget below 1.0000: evaluate on more data)",
+        "*1 inconclusive*",
+    ])

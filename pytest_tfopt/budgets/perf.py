@@ -1,0 +1,148 @@
+"""Performance budgets: latency, throughput and speedup, decided outside the noise band.
+
+A timing budget holds or breaks only when the 95 % interval of the measurement lies on one side
+of it; an interval that straddles the budget makes the verdict inconclusive (``passed`` None).
+Latencies are ms, throughput samples/s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..measure.latency import LatencyStats
+from ..runnable import RunnableModel
+from .verdict import Verdict, about, about_row, op, word
+
+
+def decide(point: bool, surely_holds: bool, surely_broken: bool) -> bool | None:
+    """True/False when the 95 % interval is on one side of the budget; None (inconclusive) when it straddles it."""
+    if surely_holds:
+        return True
+    if surely_broken:
+        return False
+    return None
+
+
+@dataclass(frozen=True)
+class MaxLatency:
+    """The ``percentile`` latency of a ``batch_size`` batch must be at most ``limit_ms``.
+
+    ``mode``: ``"invoke"`` (the model only) or ``"end_to_end"`` (input copy/quantization, invoke,
+    output read/dequantization, between ``preprocess`` and ``postprocess`` when given).
+    ``concurrency`` > 1: per-request latency while that many closed-loop streams run at once, each on
+    its own runner; the message reports the throughput reached with it.
+    """
+
+    limit_ms: float
+    percentile: int = 50
+    batch_size: int = 1
+    marker: str = "max_latency_ms"
+    mode: str = "invoke"
+    concurrency: int = 1
+    preprocess: Any = None
+    postprocess: Any = None
+
+    def _measure(self, model: RunnableModel) -> tuple[LatencyStats, Any]:
+        if self.concurrency > 1:
+            load = model.load(self.concurrency, self.batch_size, self.mode, preprocess=self.preprocess,
+                              postprocess=self.postprocess)
+            return load.latency, load
+        return model.latency(self.batch_size, mode=self.mode, preprocess=self.preprocess,
+                             postprocess=self.postprocess), None
+
+    def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
+        stats, load = self._measure(model)
+        value = stats.percentile(self.percentile)
+        ref_stats, ref_load = self._measure(reference)
+        ref = ref_stats.percentile(self.percentile)
+        under = f" under load: {load.describe()}" if load is not None else ""
+        ref_text = f"fp32 {ref:.3f} ms" + (f", {ref_load.throughput:.0f} samples/s" if ref_load is not None else "")
+        return self.judge(about(model), value, stats.interval(self.percentile), f"{under} ({ref_text})", ref)
+
+    def check_row(self, row: dict[str, Any]) -> Verdict | str:
+        """The verdict from the row's recorded percentile (a point value: no interval), or why it cannot be given."""
+        e2e = "_e2e" if self.mode == "end_to_end" else ""
+        streams = self.concurrency
+        where = f"load_c{streams}_b{self.batch_size}" if streams > 1 else f"latency_b{self.batch_size}"
+        value = row.get(f"{where}{e2e}_p{self.percentile}_ms")
+        if value is None:
+            return (f"{self.marker} skipped where rows have no batch-{self.batch_size} p{self.percentile} latency"
+                    f"{' end to end' if e2e else ''}{f' under {streams} streams' if streams > 1 else ''}")
+        return self.judge(about_row(row), value)
+
+    def judge(self, who: str, value: float, interval: tuple[float, float] | None = None, context: str = "",
+              ref: float | None = None) -> Verdict:
+        """The verdict on a ``value`` ms percentile; with its 95 % ``interval`` it may be inconclusive.
+
+        ``context``: what the message adds after the value (load, fp32's figures). A point value
+        without an interval (a saved row's) is decided as is; its message names only the limit,
+        percentile and batch size.
+        """
+        args = f"{self.limit_ms:g}, percentile={self.percentile}"
+        args += f", batch_size={self.batch_size}" if self.batch_size != 1 else ""
+        if interval is None:
+            passed: bool | None = value <= self.limit_ms
+            shown = ""
+        else:
+            lo, hi = interval
+            passed = decide(value <= self.limit_ms, hi <= self.limit_ms, lo > self.limit_ms)
+            shown = f" [{lo:.3f}, {hi:.3f}]"
+            args += f", mode={self.mode!r}" if self.mode != "invoke" else ""
+            args += f", concurrency={self.concurrency}" if self.concurrency != 1 else ""
+        text = (
+            f"max_latency_ms({args}) {word(passed)}: {who}: p{self.percentile} {value:.3f} ms{shown}{context} "
+            f"{op(passed, '<=', '>')} budget {self.limit_ms:g} ms"
+        )
+        detail = ", ".join(([self.mode] if self.mode != "invoke" else []) +
+                           ([f"concurrency={self.concurrency}"] if self.concurrency != 1 else []))
+        return Verdict(self.marker, passed, value, ref, self.limit_ms, text, detail)
+
+
+@dataclass(frozen=True)
+class MinThroughput:
+    """At least ``limit`` samples per second with batches of ``batch_size`` (at the median latency)."""
+
+    limit: float
+    batch_size: int = 1
+    marker: str = "min_throughput"
+
+    def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
+        stats = model.latency(self.batch_size)
+        value = stats.throughput
+        lo_ms, hi_ms = stats.interval(50)
+        low, high = self.batch_size / (hi_ms / 1000), self.batch_size / (max(lo_ms, 1e-9) / 1000)
+        ref = reference.latency(self.batch_size).throughput
+        passed = decide(value >= self.limit, low >= self.limit, high < self.limit)
+        text = (
+            f"min_throughput({self.limit:g}, batch_size={self.batch_size}) {word(passed)}: {about(model)}: "
+            f"{value:.0f} samples/s [{low:.0f}, {high:.0f}] (fp32 {ref:.0f}) {op(passed, '>=', '<')} budget {self.limit:g}"
+        )
+        return Verdict(self.marker, passed, value, ref, self.limit, text)
+
+
+@dataclass(frozen=True)
+class MinSpeedup:
+    """``reference`` time / variant time, measured interleaved (A B A B ...) in one run, at least ``ratio``.
+
+    Decided on the ratio's 95 % interval: robust where absolute millisecond budgets flap.
+    """
+
+    ratio: float
+    reference_variant: str = "fp32"
+    batch_size: int = 1
+    marker: str = "min_speedup"
+
+    def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
+        from ..measure.latency import interleaved
+
+        x = model._latency_input(self.batch_size)
+        s = interleaved(model.runner.prepare(x), reference.runner.prepare(x))
+        model.measurements[f"speedup_vs_{reference.variant}"] = s.ratio
+        passed = decide(s.ratio >= self.ratio, s.low >= self.ratio, s.high < self.ratio)
+        text = (
+            f"min_speedup({self.ratio:g}, reference={self.reference_variant!r}) {word(passed)}: {about(model)}: "
+            f"{s.ratio:.2f}x [{s.low:.2f}, {s.high:.2f}] over {reference.variant} ({s.reference_ms:.3f} ms -> "
+            f"{s.variant_ms:.3f} ms, {s.rounds} interleaved rounds) {op(passed, '>=', '<')} budget {self.ratio:g}x"
+        )
+        return Verdict(self.marker, passed, s.ratio, s.reference_ms, self.ratio, text)

@@ -1,0 +1,165 @@
+"""``tfopt bench``: build and measure variants on backends; a table and, optionally, a results document."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import TfoptError, UsageError
+from .console import EXIT_FAILED, EXIT_OK, Console, Progress
+from .core import configure_tf, needs_data, split, workbench
+from .files import check_writable, existing, write_atomic
+from .table import fmt, table
+
+BENCH_TEST = "tfopt-bench"
+DEFAULT_BENCH_VARIANTS = "fp32,dynamic,float16,int8"
+DEFAULT_BENCH_VARIANTS_NO_DATA = "fp32,dynamic,float16"
+
+
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    from ..backends import default_registry as default_backends
+    from ..measure import accuracy as acc
+    from ..measure.latency import LatencySettings
+    from ..variants import default_registry as default_variants
+
+    variants_reg = default_variants()
+    default = DEFAULT_BENCH_VARIANTS if args.data else DEFAULT_BENCH_VARIANTS_NO_DATA
+    plans = [variants_reg.resolve(v) for v in split(args.variant, default)]
+    ids = list(dict.fromkeys(["fp32", *(p.id for p in plans)]))  # the reference first, always
+    existing(args.model, "model", "MODEL")
+    if args.data:
+        existing(args.data, "data set", "--data")
+    else:
+        for plan in plans:
+            need = needs_data(plan)
+            if need:
+                raise UsageError(f"variant {plan.id!r} {need}: give a data set with --data data.npz")
+    acc.resolve(args.metric)
+    if args.json:
+        check_writable(args.json, "--json")
+
+    registry = default_backends()
+    names = split(args.backend, "tflite")
+    if names == ["all"]:
+        names = [n for n in registry.names() if not registry.get(n).unavailable_reason()]
+    backends = []
+    for name in names:
+        reason = registry.get(name).unavailable_reason()  # unknown names are usage errors
+        if reason:
+            console.note(f"skipping backend {name}: {reason}")
+        else:
+            backends.append(name)
+    if not backends:
+        raise TfoptError(f"no backend of {', '.join(names)} can run here: see the notes above, or use --backend tflite")
+
+    configure_tf(args.threads)
+    from .. import tfenv
+
+    threads = args.threads or tfenv.default_threads()
+    settings = LatencySettings(min_time_s=args.latency_time, max_time_s=max(20.0, args.latency_time * 4))
+    progress = console.progress(len(ids) * len(backends))
+    wb = workbench(args, args.model, args.data, threads, log=progress.update, latency=settings, backends=registry)
+    labelled = bool(args.data) and wb.evaluation.y is not None
+
+    from ..results import result_row
+
+    rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for backend in backends:
+        reference = None
+        for vid in ids:
+            progress.start(f"{vid} on {backend}")
+            try:
+                row = _bench_one(wb, vid, backend, reference, labelled, args, progress, console, result_row)
+            except UsageError:
+                raise
+            except TfoptError as exc:
+                progress.done("failed")
+                if vid == "fp32":
+                    raise TfoptError(f"fp32 on {backend}: {exc}") from None
+                failures.append(f"{vid} on {backend}: {exc}")
+                console.note(f"{vid} on {backend} failed: {exc}")
+                continue
+            if vid == "fp32":
+                reference = wb.runnable("fp32", backend)
+            rows.append(row)
+
+    for line in _bench_table(rows, labelled, not args.no_latency):
+        console.out(line)
+    stats = wb.cache.stats
+    console.out(f"artifacts: {stats.built} built ({stats.build_seconds:.1f} s), {stats.reused} reused; "
+                f"cache: {wb.cache.root}")
+    if args.json:
+        from .. import baseline
+
+        doc = baseline.document(rows, {"tool": "tfopt bench", "model": os.path.abspath(args.model),
+                                       "data": os.path.abspath(args.data) if args.data else None,
+                                       "threads": threads})
+        text = json.dumps(doc, indent=1, sort_keys=True, default=str)  # what baseline.save writes
+        console.out(f"results: {write_atomic(args.json, text.encode(), '--json')}")
+    if failures:
+        console.note(f"{len(failures)} of {len(ids) * len(backends)} builds failed (see the notes above)")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _bench_one(wb: Any, vid: str, backend: str, reference: Any, labelled: bool, args: argparse.Namespace,
+               progress: Progress, console: Console, result_row: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    from ..errors import DatasetError
+
+    stats = wb.cache.stats
+    built_before, seconds_before = stats.built, stats.build_seconds
+    model = wb.runnable(vid, backend)  # build (or reuse) and load
+    built = stats.built > built_before
+    build_s = stats.build_seconds - seconds_before
+    ref = model if reference is None else reference
+    if labelled:
+        progress.update("evaluating")
+        try:
+            model.evaluate(metric=args.metric)
+        except DatasetError as exc:  # the metric does not fit this model: show the rest without accuracy
+            console.note(f"{vid} on {backend}: accuracy not measured: {exc}")
+    if not args.no_latency:
+        progress.update("timing")
+        model.latency(1)
+    row = result_row(BENCH_TEST, model, ref, [], "passed")
+    row["build_seconds"] = round(build_s, 3) if built else 0.0
+    row["built"] = built
+    row["threads"] = wb.threads
+    if row.get("xnnpack_fallback"):
+        progress.update("XNNPACK refused the graph: builtin kernels")
+    progress.done(f"built in {build_s:.1f} s" if built else "from the cache")
+    return row
+
+
+def _bench_table(rows: list[dict[str, Any]], labelled: bool, latency: bool) -> list[str]:
+    from ..report.common import scaled
+
+    header = ["variant", "backend"]
+    if labelled:
+        header += ["accuracy", "drop"]
+    header += ["size KB", "gzip KB", "ratio"]
+    if latency:
+        header += ["p50 ms", "p95 ms"]
+    header += ["build s"]
+    body = []
+    for r in rows:
+        cells = [r["variant"] + (" *" if r.get("xnnpack_fallback") else ""), r["backend"]]
+        if labelled:
+            cells += [fmt(r.get("accuracy"), ".4f"), fmt(r.get("accuracy_drop"), "+.4f")]
+        ratio = r.get("compression_ratio")
+        cells += [fmt(scaled(k, r[k]), ".1f") for k in ("size_bytes", "gzip_size_bytes")]
+        cells += ["-" if ratio is None else f"{ratio:.2f}x"]
+        if latency:
+            cells += [fmt(r.get("latency_b1_p50_ms"), ".3f"), fmt(r.get("latency_b1_p95_ms"), ".3f")]
+        cells += [f"{r['build_seconds']:.1f}" if r.get("built") else "cached"]
+        body.append(cells)
+    right = [False, False, *([True] * (len(header) - 2))]
+    lines = table(header, body, right)
+    if any(r.get("xnnpack_fallback") for r in rows):
+        lines.append("* XNNPACK refused the graph: ran on LiteRT's builtin kernels (expect different latency)")
+    return lines
+

@@ -1,0 +1,106 @@
+"""The files the CLI reads and writes: inputs checked up front, outputs written atomically.
+
+Every problem with an input file is a :class:`UsageError` naming the file and the remedy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import Any
+
+from ..errors import TfoptError, UsageError
+
+
+def existing(path: str, what: str, option: str) -> str:
+    """``path``, or a usage error naming ``what`` and the ``option`` to check when it does not exist."""
+    if not os.path.exists(path):
+        raise UsageError(f"{what} {path!r} does not exist: check {option}")
+    return path
+
+
+def check_writable(path: str, option: str) -> None:
+    """Fail before the long work when ``path`` obviously cannot be written (a directory, a read-only parent)."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path!r} is a directory: give a file name")
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {path!r} cannot be written ({parent!r} is not a writable directory)")
+
+
+def write_atomic(path: str, data: bytes, option: str = "-o") -> str:
+    """Write ``data`` to ``path`` through a temp file in the same directory and ``os.replace``."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-tfopt-", suffix=os.path.basename(path))
+    except OSError as exc:
+        raise TfoptError(f"cannot write {path!r} ({exc.strerror or exc}): choose a writable {option} path") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode open() would
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise TfoptError(f"cannot write {path!r} ({exc.strerror or exc}): choose a writable {option} path") from None
+        raise
+    return path
+
+
+def load_results(path: str, option: str) -> dict[str, Any]:
+    """A results document, checked; every problem is a usage error naming the file and what to do."""
+    from .. import baseline
+
+    remedy = "write one with 'tfopt bench --json' or pytest --tfopt-save-baseline"
+    existing(path, "results file", option)
+    if os.path.isdir(path):
+        raise UsageError(f"results file {path!r} is a directory: give a .json results document ({option})")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise UsageError(f"results file {path!r} is not valid JSON ({str(exc)[:80]}): {remedy}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != baseline.SCHEMA or not isinstance(doc.get("rows"), list):
+        raise UsageError(f"results file {path!r} is not a pytest-tfopt results document: {remedy}")
+    if doc.get("schema_version") != baseline.SCHEMA_VERSION:
+        raise UsageError(f"results file {path!r} has schema version {doc.get('schema_version')!r}, this "
+                         f"pytest-tfopt reads {baseline.SCHEMA_VERSION}: {remedy}")
+    for index, row in enumerate(doc["rows"], 1):
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("test", "variant", "backend")):
+            raise UsageError(f"results file {path!r}: row {index} lacks test/variant/backend: {remedy}")
+        for key in ("size_bytes", *(field for field, _ in baseline.METRICS.values())):
+            value = row.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise UsageError(f"results file {path!r}: row {index} has {key} = {value!r}, not a number: {remedy}")
+    return baseline.load(path)  # the core's own checks, on a file already known to be good
+
+
+def load_budgets(path: str) -> Any:
+    """The :class:`~pytest_tfopt.budgets_file.BudgetsFile` at ``path`` (--budgets), with at least one entry."""
+    from .. import budgets_file
+
+    existing(path, "budgets file", "--budgets")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"budgets file {path!r} cannot be read ({exc}): check --budgets") from None
+    found = budgets_file.parse(text, path, pyproject=os.path.basename(path) == "pyproject.toml")
+    if not found.entries:
+        raise UsageError(f"budgets file {path!r} has no budgets entries: add [[budgets]] "
+                         "(or [[tool.tfopt.budgets]] in pyproject.toml)")
+    return found
+

@@ -1,0 +1,209 @@
+"""The ``tfopt`` argument parser: every subcommand, option, help text and default."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import tempfile
+import textwrap
+from typing import Any
+
+from .bench import BENCH_TEST, DEFAULT_BENCH_VARIANTS, DEFAULT_BENCH_VARIANTS_NO_DATA, cmd_bench
+from .compare import cmd_compare
+from .console import EXIT_USAGE, PROG
+from .optimize import cmd_optimize
+from .report import cmd_report
+
+DEFAULT_CALIBRATION_SIZE = 200  # same as workbench.DEFAULT_CALIBRATION_SIZE (not imported: it would load numpy early)
+DEFAULT_CACHE_DIR = os.path.join(tempfile.gettempdir(), "pytest-tfopt-cache")  # the Workbench default
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wrapped help text; description/epilog lines that start with two spaces (examples) stay as written."""
+
+    def __init__(self, prog: str) -> None:
+        width = min(100, max(60, shutil.get_terminal_size().columns - 2))
+        super().__init__(prog, max_help_position=30, width=width)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = []
+        for para in text.splitlines():
+            if not para.strip() or para.startswith("  "):
+                lines.append(indent + para)
+            else:
+                lines += textwrap.wrap(para, width, initial_indent=indent, subsequent_indent=indent)
+        return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``tfopt: error: ...``, exit 2) instead of usage + error."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{PROG}: error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number > 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tfopt`` argument parser (all subcommands)."""
+    common = argparse.ArgumentParser(add_help=False)
+    out = common.add_argument_group("output")
+    out.add_argument("-q", "--quiet", action="store_true",
+                     help="no progress lines on stderr, only results and errors (default: off)")
+    out.add_argument("-v", "--verbose", action="store_true",
+                     help="also show TensorFlow's and the converter's own log output, Python warnings and the "
+                          "traceback of unexpected errors (default: off)")
+
+    parser = _Parser(
+        prog=PROG, formatter_class=_Formatter,
+        description="Build optimized variants of a TensorFlow/Keras model, measure them, and compare results "
+                    "against budgets: pytest-tfopt without pytest.",
+        epilog="examples:\n"
+               "  tfopt optimize models/digits_cnn.h5 --variant int8 --calibration fixtures/digits.npz -o int8.tflite\n"
+               "  tfopt bench models/digits_cnn.h5 --data fixtures/digits.npz --json head.json\n"
+               "  tfopt compare base.json head.json --budgets tfopt-budgets.toml\n"
+               "  tfopt report head.json -o report.html --baseline base.json\n\n"
+               "exit codes: 0 ok, 1 failure (broken threshold, failed conversion, backend unavailable), "
+               "2 usage error.\nRun 'tfopt COMMAND --help' for the options of each command.",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
+    sub.required = True
+
+    # optimize ---------------------------------------------------------------------------
+    p = sub.add_parser(
+        "optimize", parents=[common], formatter_class=_Formatter,
+        help="build one optimized variant of a model and write the artifact",
+        description="Build one variant of MODEL (through the artifact cache) and write the artifact to -o "
+                    "atomically. Prints the variant, its size and gzip size, and where it was written.",
+        epilog="example:\n  tfopt optimize models/digits_cnn.h5 --variant int8 --calibration fixtures/digits.npz "
+               "-o digits_int8.tflite",
+    )
+    p.add_argument("model", metavar="MODEL",
+                   help="the FP32 source model: .keras, .h5, SavedModel directory or .tflite")
+    p.add_argument("--variant", required=True, metavar="SPEC",
+                   help="the variant to build, e.g. int8, float16, dynamic, int8(calibration_size=100), "
+                        "pruned(sparsity=0.8)+int8 (required)")
+    p.add_argument("--calibration", metavar="NPZ",
+                   help="data set (.npz with x_train, y_train, x_test, y_test, or x, y): calibration samples come "
+                        "from its training split; needed by calibrated variants (int8, int8_io, int16x8) and by "
+                        "transforms that train (pruned, qat, ...) (default: none)")
+    p.add_argument("--calibration-size", type=_positive_int, default=DEFAULT_CALIBRATION_SIZE, metavar="N",
+                   help="seeded calibration samples taken from the training split (default: %(default)s)")
+    p.add_argument("--backend", default="tflite", metavar="NAME",
+                   help="backend to build for: tflite or tensorrt (default: %(default)s)")
+    _cache_options(p)
+    p.add_argument("-o", "--output", required=True, metavar="PATH",
+                   help="where to write the artifact, e.g. model.tflite (required)")
+    p.set_defaults(func=cmd_optimize)
+
+    # bench ----------------------------------------------------------------------------
+    p = sub.add_parser(
+        "bench", parents=[common], formatter_class=_Formatter,
+        help="build and measure variants; print a table, optionally save a results document",
+        description="Build each variant on each backend and measure it: accuracy and drop vs fp32 (with "
+                    "labelled --data), size, gzip size, compression ratio, p50/p95 latency of one batch-1 "
+                    "invocation, build time. fp32 (the reference) is always measured. --json saves a results "
+                    f"document whose rows carry test = {BENCH_TEST!r}, for 'tfopt compare' and 'tfopt report'.",
+        epilog="example:\n  tfopt bench models/digits_cnn.h5 --data fixtures/digits.npz --variant fp32,int8 "
+               "--json head.json",
+    )
+    p.add_argument("model", metavar="MODEL",
+                   help="the FP32 source model: .keras, .h5, SavedModel directory or .tflite")
+    p.add_argument("--data", metavar="NPZ",
+                   help="data set (.npz with x_train, y_train, x_test, y_test, or x, y): calibration from the "
+                        "training split, accuracy and latency inputs from the test split (default: none: no "
+                        "accuracy, random latency inputs, no calibrated variants)")
+    p.add_argument("--variant", action="append", metavar="LIST",
+                   help="comma-separated variants, repeatable, e.g. --variant fp32,int8 --variant "
+                        f"'int8(calibration_size=100)' (default: {DEFAULT_BENCH_VARIANTS} with --data, "
+                        f"{DEFAULT_BENCH_VARIANTS_NO_DATA} without)")
+    p.add_argument("--backend", action="append", metavar="LIST",
+                   help="comma-separated backends, repeatable; 'all' = every backend available here; a backend "
+                        "that cannot run here is skipped with a note (default: tflite)")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="runtime threads (LiteRT num_threads, TensorFlow intra-op) (default: the cores of this "
+                        "process)")
+    p.add_argument("--calibration-size", type=_positive_int, default=DEFAULT_CALIBRATION_SIZE, metavar="N",
+                   help="seeded calibration samples taken from the training split (default: %(default)s)")
+    p.add_argument("--metric", default="top1", choices=("top1", "mae", "rmse"),
+                   help="accuracy metric on the test split (default: %(default)s)")
+    p.add_argument("--latency-time", type=_positive_float, default=0.5, metavar="SECONDS",
+                   help="minimum time spent timing each variant (at least 50 invocations after 10 warm-up "
+                        "runs) (default: %(default)s)")
+    p.add_argument("--no-latency", action="store_true", help="skip latency measurement (default: off)")
+    _cache_options(p)
+    p.add_argument("--json", metavar="PATH",
+                   help="also write the results document (the --tfopt-save-baseline format) here (default: none)")
+    p.set_defaults(func=cmd_bench)
+
+    # compare ----------------------------------------------------------------------------
+    p = sub.add_parser(
+        "compare", parents=[common], formatter_class=_Formatter,
+        help="compare two results documents; with --budgets, gate HEAD against BASE",
+        description="Compare two results documents (from 'tfopt bench --json', pytest "
+                    "--tfopt-save-baseline or --tfopt-report x.json) row by row, keyed by (test, variant, "
+                    "backend): a table of HEAD values with their change from BASE. Rows only in one file are "
+                    "listed as added/removed. With --budgets, the change thresholds of matching entries "
+                    "(accuracy, size, gzip_size, latency_p50, latency_p95) are applied to HEAD vs BASE, and "
+                    "the value budgets that the rows alone can answer (max_size_kb, min_compression_ratio, "
+                    "max_accuracy_drop, max_latency_ms) to HEAD; others are skipped with a note. Exits 1 "
+                    "when any is broken.",
+        epilog="example:\n  tfopt compare base.json head.json --budgets tfopt-budgets.toml",
+    )
+    p.add_argument("base", metavar="BASE", help="the reference results document (.json)")
+    p.add_argument("head", metavar="HEAD", help="the results document under review (.json)")
+    p.add_argument("--budgets", metavar="FILE",
+                   help="budgets file: tfopt-budgets.toml ([[budgets]] entries) or a pyproject.toml with "
+                        "[[tool.tfopt.budgets]] (default: none: only show the changes)")
+    p.add_argument("--ignore-hardware", action="store_true",
+                   help="apply latency change thresholds even when BASE and HEAD were measured on different "
+                        "hardware (default: off: they are skipped with a note)")
+    p.set_defaults(func=cmd_compare)
+
+    # report -----------------------------------------------------------------------------
+    from ..report import FORMATS
+
+    p = sub.add_parser(
+        "report", parents=[common], formatter_class=_Formatter,
+        help="render a results document as .html, .md, .json or .benchmark.json",
+        description="Render a results document as a report; the format follows the extension of each -o: "
+                    f"{', '.join(FORMATS)}.",
+        epilog="example:\n  tfopt report head.json -o report.html -o summary.md --baseline base.json",
+    )
+    p.add_argument("results", metavar="RESULTS", help="the results document (.json)")
+    p.add_argument("-o", "--output", action="append", required=True, metavar="PATH",
+                   help=f"report to write, format by extension ({', '.join(FORMATS)}); repeatable (required)")
+    p.add_argument("--baseline", metavar="BASE",
+                   help="a results document to show changes against (default: none)")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def _cache_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, metavar="DIR",
+                   help="artifact cache; a rerun with nothing changed converts nothing (default: %(default)s)")
+    p.add_argument("--rebuild", action="store_true", help="ignore cached artifacts and build again (default: off)")
