@@ -53,8 +53,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--tfopt-rebuild", action="store_true", default=False,
                     help="ignore cached artifacts and build every variant again")
     group.addoption("--tfopt-threads", type=int, default=None, metavar="N",
-                    help="runtime threads (TFLite num_threads, TF intra-op); default: the cores shared "
-                         "among xdist workers")
+                    help="runtime threads on every backend (LiteRT num_threads, TF intra-op, ONNX Runtime intra-op, "
+                         "OpenVINO INFERENCE_NUM_THREADS, TF Serving); default: the cores shared among xdist workers")
     group.addoption("--tfopt-strict", action="store_true", default=False,
                     help="fail, instead of skip, tests whose backend or variant cannot run here")
     group.addoption("--tfopt-pin-cores", action="store_true", default=False,
@@ -147,8 +147,8 @@ class TfoptState:
 
     def _backend_names(self, raw: list[str] | None) -> list[str]:
         names = [n.strip() for item in (raw or ["tflite"]) for n in item.split(",") if n.strip()]
-        if names == ["all"]:
-            return [n for n in self.backends.names() if not self.backends.get(n).unavailable_reason()]
+        available = [n for n in self.backends.names() if "all" in names and not self.backends.get(n).unavailable_reason()]
+        names = [m for n in names for m in (available if n == "all" else [n])]
         for n in names:
             self.backends.get(n)
         return list(dict.fromkeys(names))

@@ -89,8 +89,13 @@ def missing_packages() -> list[str]:
 
 
 # ---- conversion --------------------------------------------------------------------------------
-def to_onnx(source: SourceModel, opset: int) -> Any:
-    """``source`` as an fp32 ``onnx.ModelProto`` (input named ``input``)."""
+def to_onnx(source: SourceModel, opset: int, backend: str = "onnxruntime") -> Any:
+    """``source`` as an fp32 ``onnx.ModelProto`` (input named ``input``).
+
+    tf2onnx's Python API converts with ``continue_on_error=True``: an op without a converter is only
+    logged and left in the graph under its TensorFlow name, where nothing can run it. Such graphs are
+    refused here, naming the op, before anything is cached.
+    """
     import tf2onnx
 
     try:
@@ -109,7 +114,25 @@ def to_onnx(source: SourceModel, opset: int) -> Any:
             f"tf2onnx could not convert {source.name} (opset {opset}): {_first_line(exc)} "
             f"(try another opset with {OPSET_ENV}, or run it on backend tflite)"
         ) from None
+    unconverted = unknown_ops(proto)
+    if unconverted:
+        raise ConversionError(
+            f"backend {backend!r} could not convert {source.name}: tf2onnx has no ONNX conversion for op(s) "
+            f"{', '.join(unconverted)} (opset {opset}; run it on backend tflite or tf, or replace the op)"
+        )
     return proto
+
+
+def unknown_ops(proto: Any) -> list[str]:
+    """Op types of ``proto``'s standard-domain nodes (and its functions') that ONNX does not define."""
+    import onnx
+
+    nodes = list(proto.graph.node) + [n for f in proto.functions for n in f.node]
+    local = {f.name for f in proto.functions}
+    return sorted({
+        n.op_type for n in nodes
+        if n.domain in ("", "ai.onnx") and n.op_type not in local and not onnx.defs.has(n.op_type, n.domain)
+    })
 
 
 class _CalibrationReader:

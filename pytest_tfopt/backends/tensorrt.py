@@ -129,7 +129,7 @@ def onnx_for_tensorrt(source: SourceModel, precision: str, calibration: Dataset 
         raise BackendUnavailable(_unsupported(precision))
     settings = {} if settings is None else settings
     settings.setdefault("opset", str(opset))
-    proto = to_onnx(source, opset)
+    proto = to_onnx(source, opset, backend="tensorrt")
     try:
         if precision == "int8":
             return qdq_int8(proto, calibration, settings)
