@@ -316,7 +316,7 @@ class OnnxRuntimeBackend(Backend):
         if variant not in PRECISIONS:
             return (
                 f"variant {variant!r} is not available on backend 'onnxruntime': it builds "
-                f"{', '.join(PRECISIONS)} (QDQ) ONNX models; use tflite for {variant}"
+                f"{', '.join(PRECISIONS)} (QDQ) ONNX models; use {'tf or xla' if variant == 'bf16' else 'tflite'} for {variant}"
             )
         if variant == "int8" and (params or {}).get("max_drop") is not None:
             return (
