@@ -370,7 +370,9 @@ def tfopt_variant(request: pytest.FixtureRequest, tfopt_backend: Any, _tfopt_wor
 
     def make(variant: str, backend: str | None = None) -> Any:
         with _core(state):
-            return _tfopt_workbench.runnable(variant, backend or tfopt_backend.name)
+            model = _tfopt_workbench.runnable(variant, backend or tfopt_backend.name)
+        model.begin_test(request.node.nodeid)  # this test's row shows what this test measured
+        return model
 
     return make
 

@@ -32,6 +32,9 @@ class RunnableModel:
         self.eval_dataset = eval_dataset
         self.latency_settings = latency_settings or LatencySettings()
         self.measurements: dict[str, Any] = {}
+        self._gzip: int | None = None
+        self._memory: dict[int, Any] = {}
+        self._test: str | None = None
         self._accuracy: dict[tuple[str, str], float] = {}
         self._latency: dict[tuple[Any, ...], LatencyStats] = {}
         self._load_stats: dict[tuple[Any, ...], Any] = {}
@@ -47,9 +50,10 @@ class RunnableModel:
 
     @property
     def gzip_size_bytes(self) -> int:
-        if "gzip_size_bytes" not in self.measurements:
-            self.measurements["gzip_size_bytes"] = self.artifact.gzip_size_bytes
-        return self.measurements["gzip_size_bytes"]
+        if self._gzip is None:
+            self._gzip = self.artifact.gzip_size_bytes
+        self.measurements["gzip_size_bytes"] = self._gzip
+        return self._gzip
 
     @property
     def path(self) -> str | None:
@@ -110,12 +114,23 @@ class RunnableModel:
         """Peak resident memory (MiB) loading this artifact and running one batch adds, in a fresh process."""
         from .measure.memory import measure as measure_memory
 
-        if "memory" not in self.measurements:
+        if batch_size not in self._memory:
             if self.path is None:
                 raise DatasetError("memory() needs a cached artifact: build the model through a Workbench")
             threads = int(self.runner.info.get("threads", 1))
-            self.measurements["memory"] = measure_memory(self.backend, self.path, threads, batch_size)
-        return self.measurements["memory"]
+            self._memory[batch_size] = measure_memory(self.backend, self.path, threads, batch_size)
+        self.measurements["memory"] = self._memory[batch_size]
+        return self._memory[batch_size]
+
+    def begin_test(self, test: str) -> None:
+        """Start recording for ``test``: :attr:`measurements` then lists only what ``test`` measures.
+
+        The values stay memoized (a second test asking for the same latency reuses it), but a test's
+        result row no longer shows what another test of the same variant measured.
+        """
+        if test != self._test:
+            self._test = test
+            self.measurements = {}
 
     def latency(self, batch_size: int = 1, settings: LatencySettings | None = None, mode: str = "invoke",
                 preprocess: Callable[[Any], Any] | None = None,

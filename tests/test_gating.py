@@ -183,3 +183,31 @@ def test_xdist_reports_the_same_rows_as_one_process(pytester, tmp_path, model_pa
         doc = json.loads((pytester.path / f"r{workers}.json").read_text())
         rows[workers] = [{k: r.get(k) for k in stable} for r in doc["rows"]]
     assert rows["0"] == rows["2"] and len(rows["0"]) == 3
+
+
+def test_rows_show_only_what_their_own_test_measured(suite, pytester):
+    """Measurements are memoized per variant, but a row lists only what its test measured."""
+    out = pytester.path / "rows.json"
+    result = suite(
+        """
+import pytest
+
+@pytest.mark.tfopt_variants("int8")
+def test_a_latency(optimized_model):
+    optimized_model.latency()
+
+@pytest.mark.tfopt_variants("int8")
+def test_b_size_only(optimized_model):
+    assert optimized_model.size_bytes > 0
+
+@pytest.mark.tfopt_variants("int8")
+def test_c_latency_again(optimized_model):
+    optimized_model.latency()
+""",
+        f"--tfopt-report={out}",
+    )
+    result.assert_outcomes(passed=3)
+    rows = {r["test"].split("::")[-1].split("[")[0]: r for r in json.loads(out.read_text())["rows"]}
+    assert "latency_b1_p50_ms" in rows["test_a_latency"]
+    assert "latency_b1_p50_ms" not in rows["test_b_size_only"]  # test_a's latency is not test_b's result
+    assert rows["test_c_latency_again"]["latency_b1_p50_ms"] == rows["test_a_latency"]["latency_b1_p50_ms"]  # reused
