@@ -392,18 +392,32 @@ def optimized_model(_tfopt_variant_name: str, tfopt_variant: Any) -> Any:
 # ---- budgets and results ----------------------------------------------------
 def _budgets(item: pytest.Item, state: TfoptState, model: Any) -> tuple[list[Any], list[Any]]:
     """Value budgets (markers override the budgets file) and change thresholds with baseline values."""
-    marked = {name: parse_marker(name, m.args, m.kwargs) for name in PARSERS for m in item.iter_markers(name)}
+    marked = {name: [parse_marker(name, m.args, m.kwargs) for m in _closest_markers(item, name)] for name in PARSERS}
+    marked = {name: budgets for name, budgets in marked.items() if budgets}
     from_file: dict[str, Any] = {}
     changes: dict[str, Any] = {}
     if state.budgets_file is not None:
         from_file, changes = state.budgets_file.select(item.nodeid, model.variant, model.backend)
-    values = list({**from_file, **marked}.values())
+    values = [b for name, b in from_file.items() if name not in marked] + [b for bs in marked.values() for b in bs]
     base = state.baseline_rows.get((item.nodeid, model.variant, model.backend))
     checks = []
     for metric, change in changes.items():
         comparable = base is not None and (state.same_hardware or metric in baseline.HARDWARE_INDEPENDENT)
         checks.append((change, baseline.metric_value(base, metric) if comparable else None))
     return values, checks
+
+
+def _closest_markers(item: pytest.Item, name: str) -> list[Any]:
+    """Every ``name`` marker of the closest node that has one: several on a test all apply (e.g. a p50
+    and a p99 ``max_latency_ms``), and a test's own markers override its class's or module's."""
+    found: list[Any] = []
+    owner = None
+    for node, mark in item.iter_markers_with_node(name):
+        if owner is not None and node is not owner:
+            break
+        owner = node
+        found.append(mark)
+    return found[::-1]  # in the order they are written, top to bottom
 
 
 @pytest.hookimpl(wrapper=True)

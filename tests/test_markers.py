@@ -125,3 +125,31 @@ def test_tiny_budget(optimized_model):
     )
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["max_memory_mb(0.0001) broken: int8 on tflite: peak * MiB added by load + run (fp32 * MiB) > budget 0.0001 MiB"])
+
+
+def test_several_markers_of_one_name_all_apply_and_the_closest_level_wins(suite):
+    result = suite(
+        """
+import pytest
+
+pytestmark = pytest.mark.max_size_kb(0.001)  # broken, but each test below has its own max_size_kb
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.max_size_kb(1000)
+@pytest.mark.max_latency_ms(10000, percentile=50)
+@pytest.mark.max_latency_ms(1e-6, percentile=99)
+def test_tail_broken(optimized_model):
+    pass
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.max_size_kb(1000)
+@pytest.mark.max_latency_ms(10000, percentile=50)
+@pytest.mark.max_latency_ms(10000, percentile=99)
+def test_both_hold(optimized_model):
+    pass
+""",
+        "--tfopt-perf=enforce",
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*max_latency_ms(1e-06, percentile=99) broken*"])
+    assert "max_size_kb(0.001" not in result.stdout.str()  # the module's budget is overridden, not added
