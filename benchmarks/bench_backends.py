@@ -54,12 +54,10 @@ Run:  python benchmarks/bench_backends.py [--models digits,mobilenet] [--backend
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -266,29 +264,10 @@ _KEEP: list[Any] = []
 
 
 def timed_ns(invoke: Callable[[], object], s: Any) -> list[int]:
-    """The plugin's loop (``measure.latency.measure``) written out: warm-up, then one call per sample, GC off."""
-    for _ in range(s.warmup_runs):
-        invoke()
-    clock = time.perf_counter_ns
-    samples: list[int] = []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        start = clock()
-        min_end = start + int(s.min_time_s * 1e9)
-        max_end = start + int(s.max_time_s * 1e9)
-        while True:
-            t0 = clock()
-            invoke()
-            t1 = clock()
-            samples.append(t1 - t0)
-            n = len(samples)
-            if n >= s.max_runs or t1 >= max_end or (n >= s.min_runs and t1 >= min_end):
-                break
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return samples
+    """The plugin's own sampling loop (``measure.latency.sample_ns``), so both sides are timed alike."""
+    from pytest_tfopt.measure.latency import sample_ns
+
+    return sample_ns(invoke, s)
 
 
 # ---- one row ----------------------------------------------------------------------------------

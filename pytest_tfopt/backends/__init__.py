@@ -67,6 +67,16 @@ class Backend:
         return {}
 
 
+def tflite_only_reason(backend: str, variant: str, params: dict[str, Any] | None) -> str | None:
+    """Why ``variant`` with ``params`` needs the TFLite toolchain (``int8(max_drop=...)``), else ``None``."""
+    if variant == "int8" and (params or {}).get("max_drop") is not None:
+        return (
+            f"variant 'int8(max_drop=...)' is not available on backend {backend!r}: the layer search uses "
+            "TFLite's QuantizationDebugger; use tflite, or plain int8 here"
+        )
+    return None
+
+
 class BackendRegistry:
     """Name → backend factory."""
 

@@ -38,7 +38,7 @@ from ..artifact import Artifact
 from ..dataset import Dataset
 from ..errors import BackendUnavailable, ConversionError, DatasetError, UsageError
 from ..models import SourceModel
-from . import Backend, Runner
+from . import Backend, Runner, tflite_only_reason
 from .tf import check_batch, inference_function, input_spec, predict_in_batches
 
 DEFAULT_OPSET = 17
@@ -342,11 +342,8 @@ class OnnxRuntimeBackend(Backend):
                 f"variant {variant!r} is not available on backend 'onnxruntime': it builds "
                 f"{', '.join(PRECISIONS)} (QDQ) ONNX models; use {'tf or xla' if variant == 'bf16' else 'tflite'} for {variant}"
             )
-        if variant == "int8" and (params or {}).get("max_drop") is not None:
-            return (
-                "variant 'int8(max_drop=...)' is not available on backend 'onnxruntime': the layer search uses "
-                "TFLite's QuantizationDebugger; use tflite, or plain int8 here"
-            )
+        if reason := tflite_only_reason(self.name, variant, params):
+            return reason
         return None
 
     def build(self, source: SourceModel, recipe: Any, calibration: Any, params: dict[str, Any]) -> Artifact:

@@ -50,7 +50,7 @@ from ..artifact import Artifact
 from ..dataset import Dataset
 from ..errors import BackendUnavailable, ConversionError, DatasetError
 from ..models import SourceModel
-from . import Backend, Runner
+from . import Backend, Runner, tflite_only_reason
 from ._archive import pack
 from .tf import check_batch, export_saved_model, predict_in_batches
 
@@ -312,11 +312,8 @@ class OpenVINOBackend(Backend):
                 f"variant {variant!r} is not available on backend 'openvino': it builds fp32, bf16 and float16 "
                 f"(CPU inference-precision hints) and int8 (NNCF) models; use tflite for {variant}"
             )
-        if variant == "int8" and (params or {}).get("max_drop") is not None:
-            return (
-                "variant 'int8(max_drop=...)' is not available on backend 'openvino': the layer search uses "
-                "TFLite's QuantizationDebugger; use tflite, or plain int8 here"
-            )
+        if reason := tflite_only_reason(self.name, variant, params):
+            return reason
         if variant == "int8" and not nncf_available():
             return (
                 "variant 'int8' on backend 'openvino' needs NNCF for post-training quantization: pip install nncf "

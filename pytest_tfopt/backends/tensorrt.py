@@ -54,9 +54,10 @@ from ..cache import cache_key
 from ..dataset import Dataset
 from ..errors import BackendUnavailable, ConversionError, DatasetError, UsageError
 from ..models import SourceModel
-from . import Backend, Runner
+from . import Backend, Runner, tflite_only_reason
 from .onnx import (
     _ORT_TYPES,
+    OnnxRuntimeRunner,
     _first_line,
     _input_dtype,
     _preprocessed,
@@ -445,8 +446,11 @@ class TensorRTRunner(Runner):
         return self._execute
 
 
-class OrtTensorRTRunner(Runner):
-    """ONNX bytes on ONNX Runtime's TensorRT execution provider (engine built and cached by ORT)."""
+class OrtTensorRTRunner(OnnxRuntimeRunner):
+    """ONNX bytes on ONNX Runtime's TensorRT execution provider (engine built and cached by ORT).
+
+    Only the session differs from :class:`~pytest_tfopt.backends.onnx.OnnxRuntimeRunner`: running is the same.
+    """
 
     def __init__(self, content: bytes, threads: int, name: str, provider_options: dict[str, Any],
                  info: dict[str, Any] | None = None) -> None:
@@ -471,21 +475,6 @@ class OrtTensorRTRunner(Runner):
         self.info = {**(info or {}), "route": ROUTE_ORT, "threads": threads, "providers": used,
                      "runtime": f"onnxruntime {ort.__version__}",
                      "provider_options": {k: str(v) for k, v in provider_options.items()}}
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        return self._session.run([self._output], {self._input: x.astype(self._dtype, copy=False)})[0]
-
-    def predict(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        return predict_in_batches(check_batch(x, self.input_shape, self.name), batch_size, self._run)
-
-    def prepare(self, x: np.ndarray) -> Callable[[], None]:
-        feed = {self._input: check_batch(x, self.input_shape, self.name).astype(self._dtype)}
-        run, outputs = self._session.run, [self._output]
-
-        def invoke() -> None:
-            run(outputs, feed)
-
-        return invoke
 
 
 def ort_provider_options(precision: str, cache_path: str, workspace_bytes: int) -> dict[str, Any]:
@@ -574,10 +563,7 @@ class TensorRTBackend(Backend):
     def unsupported_reason(self, variant: str, params: dict[str, Any] | None = None) -> str | None:
         if variant not in PRECISIONS:
             return _unsupported(variant)
-        if variant == "int8" and (params or {}).get("max_drop") is not None:
-            return ("variant 'int8(max_drop=...)' is not available on backend 'tensorrt': the layer search uses "
-                    "TFLite's QuantizationDebugger; use tflite, or plain int8 here")
-        return None
+        return tflite_only_reason(self.name, variant, params)
 
     def _trt_version(self, route: str | None) -> str:
         if route == ROUTE_ORT:

@@ -112,7 +112,11 @@ class LatencyStats:
 
 def measure(invoke: Callable[[], object], batch_size: int = 1, settings: LatencySettings | None = None) -> LatencyStats:
     """Time ``invoke()`` one call at a time with ``perf_counter_ns``, garbage collector off."""
-    s = settings or LatencySettings()
+    return LatencyStats.from_ns(sample_ns(invoke, settings or LatencySettings()), batch_size)
+
+
+def sample_ns(invoke: Callable[[], object], s: LatencySettings) -> list[int]:
+    """Warm up, then the duration (ns) of each call until ``s``'s minimum time and count (GC off)."""
     for _ in range(s.warmup_runs):
         invoke()
     samples: list[int] = []
@@ -134,7 +138,7 @@ def measure(invoke: Callable[[], object], batch_size: int = 1, settings: Latency
     finally:
         if gc_was_enabled:
             gc.enable()
-    return LatencyStats.from_ns(samples, batch_size)
+    return samples
 
 
 @dataclass(frozen=True)
