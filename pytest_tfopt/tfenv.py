@@ -84,17 +84,22 @@ def default_threads() -> int:
     return max(1, cores // max(1, workers))
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries an artifact depends on (part of its cache key)."""
+def dist_versions(*dists: str) -> dict[str, str]:
+    """Installed version of each distribution in ``dists`` (the ones not installed are left out)."""
     from importlib import metadata
 
     out = {}
-    for dist in ("tensorflow", "tensorflow-cpu", "ai-edge-litert", "keras", "tf-keras", "numpy"):
+    for dist in dists:
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries an artifact depends on (part of its cache key)."""
+    return dist_versions("tensorflow", "tensorflow-cpu", "ai-edge-litert", "keras", "tf-keras", "numpy")
 
 
 def tfmot() -> Any:

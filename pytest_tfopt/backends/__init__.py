@@ -55,6 +55,18 @@ class Backend:
         """
         return None
 
+    def refuse_unsupported(self, variant: str, params: dict[str, Any]) -> None:
+        """Raise :class:`~pytest_tfopt.errors.BackendUnavailable` when :meth:`unsupported_reason` says so.
+
+        The workbench asks before any work; backends call this again first thing in :meth:`build`
+        for callers that build directly.
+        """
+        reason = self.unsupported_reason(variant, params)
+        if reason:
+            from ..errors import BackendUnavailable
+
+            raise BackendUnavailable(reason)
+
     def build(self, source: Any, recipe: Any, calibration: Any, params: dict[str, Any]) -> Any:
         """Build the artifact of ``recipe`` for ``source``."""
         return recipe.build(source, calibration, params)

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import tfenv
 from ..artifact import Artifact
 from ..dataset import Dataset
 from ..errors import BackendUnavailable, ConversionError, DatasetError, UsageError
@@ -348,9 +349,7 @@ class OnnxRuntimeBackend(Backend):
 
     def build(self, source: SourceModel, recipe: Any, calibration: Any, params: dict[str, Any]) -> Artifact:
         precision = recipe.name
-        reason = self.unsupported_reason(precision, params)
-        if reason:
-            raise BackendUnavailable(reason)
+        self.refuse_unsupported(precision, params)
         opset = self.opset
         if calibration is not None:
             source.check_inputs(calibration.x, "calibration data")
@@ -376,13 +375,7 @@ class OnnxRuntimeBackend(Backend):
         return OnnxRuntimeRunner(artifact.content, threads, name=artifact.variant)
 
     def versions(self) -> dict[str, str]:
-        from importlib import metadata
-
         # part of the cache key: another opset, or a CPU with(out) VNNI, is another artifact
         out = {"onnx-opset": str(self.opset), "onnx-int8-reduce-range": str(self.reduce_range)}
-        for dist in ("tf2onnx", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxconverter-common"):
-            try:
-                out[dist] = metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                continue
+        out.update(tfenv.dist_versions("tf2onnx", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxconverter-common"))
         return out

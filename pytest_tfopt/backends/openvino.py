@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import tfenv
 from ..artifact import Artifact
 from ..dataset import Dataset
 from ..errors import BackendUnavailable, ConversionError, DatasetError
@@ -332,9 +333,7 @@ class OpenVINOBackend(Backend):
 
     def build(self, source: SourceModel, recipe: Any, calibration: Any, params: dict[str, Any]) -> Artifact:
         precision = recipe.name
-        reason = self.unsupported_reason(precision, params)
-        if reason:
-            raise BackendUnavailable(reason)
+        self.refuse_unsupported(precision, params)
         if calibration is not None:
             source.check_inputs(calibration.x, "calibration data")
         model, settings = to_openvino(source)
@@ -363,12 +362,4 @@ class OpenVINOBackend(Backend):
         return OpenVINORunner(artifact.content, self.core, threads, name=artifact.variant)
 
     def versions(self) -> dict[str, str]:
-        from importlib import metadata
-
-        out = {}
-        for dist in ("openvino", "nncf"):  # nncf builds int8: another version is another artifact
-            try:
-                out[dist] = metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                continue
-        return out
+        return tfenv.dist_versions("openvino", "nncf")  # nncf builds int8: another version is another artifact

@@ -390,9 +390,7 @@ class ServingBackend(Backend):
                 f"SavedModels (fp32, bf16); use tflite or onnxruntime for {variant}")
 
     def build(self, source: SourceModel, recipe: Any, calibration: Any, params: dict[str, Any]) -> Artifact:
-        reason = self.unsupported_reason(recipe.name, params)
-        if reason:
-            raise BackendUnavailable(reason)
+        self.refuse_unsupported(recipe.name, params)
         name = served_name(source.name, recipe.name, self.model_name)
         with tempfile.TemporaryDirectory(prefix="tfopt-export-") as tmp:
             settings = export_saved_model(source, recipe.name, os.path.join(tmp, name, VERSION), self.name)

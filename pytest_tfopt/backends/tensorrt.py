@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import tfenv
 from ..artifact import Artifact
 from ..cache import cache_key
 from ..dataset import Dataset
@@ -578,8 +579,6 @@ class TensorRTBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         """Cache-key material: an engine is only valid for this TensorRT, GPU model, opset and profile."""
-        from importlib import metadata
-
         gpu, _ = self.gpu()
         route = self.route
         out = {
@@ -587,18 +586,12 @@ class TensorRTBackend(Backend):
             "gpu": gpu.name if gpu else "none", "compute-capability": gpu.compute_capability if gpu else "none",
             "trt-workspace-bytes": str(self.workspace_bytes), "trt-max-batch": str(self.max_batch),
         }
-        for dist in ("tf2onnx", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxconverter-common", "cuda-python"):
-            try:
-                out[dist] = metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                continue
+        out.update(tfenv.dist_versions("tf2onnx", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxconverter-common", "cuda-python"))
         return out
 
     def build(self, source: SourceModel, recipe: Any, calibration: Any, params: dict[str, Any]) -> Artifact:
         precision = recipe.name
-        reason = self.unsupported_reason(precision, params)
-        if reason:
-            raise BackendUnavailable(reason)
+        self.refuse_unsupported(precision, params)
         if calibration is not None:
             source.check_inputs(calibration.x, "calibration data")
         route, (gpu, why) = self.route, self.gpu()

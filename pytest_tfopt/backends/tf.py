@@ -292,9 +292,7 @@ class TFBackend(Backend):
         )
 
     def build(self, source: SourceModel, recipe: Any, calibration: Any, params: dict[str, Any]) -> Artifact:
-        reason = self.unsupported_reason(recipe.name, params)
-        if reason:
-            raise BackendUnavailable(reason)
+        self.refuse_unsupported(recipe.name, params)
         with tempfile.TemporaryDirectory(prefix="tfopt-export-") as tmp:
             directory = f"{tmp}/saved_model"
             settings = export_saved_model(source, recipe.name, directory, self.name)
