@@ -37,3 +37,13 @@ def test_float16_halves_the_model(tfopt_variant):
     """The factory builds any variant on demand."""
     fp32, fp16 = tfopt_variant("fp32"), tfopt_variant("float16")
     assert fp16.size_bytes < 0.65 * fp32.size_bytes
+
+
+@pytest.mark.tfopt_variants("pruned(sparsity=0.5)+int8")
+@pytest.mark.min_sparsity(0.45)
+@pytest.mark.min_compression_ratio(3.5, compressed=True)
+@pytest.mark.max_accuracy_drop(0.02, confidence=0.95, method="mcnemar")
+def test_pruned_for_download(optimized_model):
+    """Pruned + INT8 for app downloads: half the weights zero, 3.5x smaller gzipped, and a drop of at most
+    2 points that holds at 95 % confidence on the paired test predictions (not just on the point estimate)."""
+    assert optimized_model.gzip_size_bytes > 0

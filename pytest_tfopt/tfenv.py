@@ -112,17 +112,20 @@ def tfmot() -> Any:
     tfmot itself always works on tf_keras models.
     """
     tf = tensorflow()
-    if "tensorflow_model_optimization" not in sys.modules and _settings.keras == "auto":
-        before = os.environ.get("TF_USE_LEGACY_KERAS")
-        getattr(tf.keras, "__name__", None)  # resolve the lazy tf.keras now, as configured
-        try:
-            import tensorflow_model_optimization as mot
-        finally:
-            if before is None:
-                os.environ.pop("TF_USE_LEGACY_KERAS", None)
-            else:
-                os.environ["TF_USE_LEGACY_KERAS"] = before
-        return mot
-    import tensorflow_model_optimization as mot
+    with warnings.catch_warnings():
+        # tfmot 0.8.1 checks versions with distutils.LooseVersion at import: our dependency's noise, not the user's
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message="distutils Version classes")
+        if "tensorflow_model_optimization" not in sys.modules and _settings.keras == "auto":
+            before = os.environ.get("TF_USE_LEGACY_KERAS")
+            getattr(tf.keras, "__name__", None)  # resolve the lazy tf.keras now, as configured
+            try:
+                import tensorflow_model_optimization as mot
+            finally:
+                if before is None:
+                    os.environ.pop("TF_USE_LEGACY_KERAS", None)
+                else:
+                    os.environ["TF_USE_LEGACY_KERAS"] = before
+            return mot
+        import tensorflow_model_optimization as mot
 
     return mot
