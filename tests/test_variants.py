@@ -171,3 +171,14 @@ def test_runner_records_xnnpack_delegate(bench):
     runner = TFLiteRunner(bench.runnable("int8").artifact.content, threads=1)
     assert runner.info["delegate"] in ("XNNPACK", "builtin")
     assert runner.info["threads"] == 1
+
+
+def test_parsing_a_literal_with_an_invalid_escape_emits_no_warning():
+    """``ast.parse`` warns about ``'\\['`` in a user's literal; that warning is not the user's business."""
+    import warnings
+
+    from pytest_tfopt.variants import parse_variant
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert parse_variant("int8(x='\\[')").params == (("x", "\\["),)

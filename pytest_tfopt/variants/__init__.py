@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,7 +138,9 @@ def parse_variant(text: str) -> VariantSpec:
     params: dict[str, Any] = {}
     if args:
         try:
-            call = ast.parse(f"f({args})", mode="eval").body
+            with warnings.catch_warnings():  # "invalid escape sequence" etc. in a user's literal: not our warning
+                warnings.simplefilter("ignore")
+                call = ast.parse(f"f({args})", mode="eval").body
             assert isinstance(call, ast.Call) and not call.args
             for kw in call.keywords:
                 assert kw.arg is not None  # f(**mapping)
