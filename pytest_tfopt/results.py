@@ -58,13 +58,13 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
             for field in ("p50", "p90", "p95", "p99", "mean", "stdev", "min", "max"):
                 row[f"{key}_{field}_ms"] = getattr(stats, f"{field}_ms")
             row[f"{key}_n"] = stats.n
-        if key.startswith("load_c"):  # latency under load: load_c{streams}_b{batch}[_e2e]
+        if key.startswith("load_c"):  # latency under load: load_c{streams}_b{batch}[_r{rate}][_e2e]
             for field in ("p50", "p90", "p95", "p99", "mean", "max"):
                 row[f"{key}_{field}_ms"] = getattr(stats.latency, f"{field}_ms")
             row.update({f"{key}_throughput": stats.throughput, f"{key}_requests": stats.requests,
                         f"{key}_wall_s": stats.wall_s, f"{key}_concurrency": stats.concurrency,
                         f"{key}_threads_per_stream": stats.threads_per_stream, f"{key}_cores": stats.cores,
-                        f"{key}_mode": stats.mode})
+                        f"{key}_mode": stats.mode, f"{key}_rate": stats.rate})
     if reference is not None:
         row["reference_size_bytes"] = reference.size_bytes
         row["reference_gzip_size_bytes"] = reference.gzip_size_bytes

@@ -153,27 +153,35 @@ class RunnableModel:
 
     def load(self, concurrency: int, batch_size: int = 1, mode: str = "invoke", settings: LatencySettings | None = None,
              preprocess: Callable[[Any], Any] | None = None,
-             postprocess: Callable[[Any], Any] | None = None) -> Any:
+             postprocess: Callable[[Any], Any] | None = None, rate: float | None = None) -> Any:
         """Latency and throughput with ``concurrency`` closed-loop streams, each on its own runner.
 
+        With ``rate`` (requests/s): open loop instead — Poisson arrivals at that rate served by
+        ``concurrency`` workers, latency counted from each request's scheduled arrival.
         The runtime threads of this model are split among the streams (at least one each); see
         :mod:`pytest_tfopt.measure.load`. Memoized like :meth:`latency`; recorded as
-        ``load_c{c}_b{n}`` (``..._e2e`` end to end) in :attr:`measurements`.
+        ``load_c{c}_b{n}`` (``_r{rate}`` open loop, ``_e2e`` end to end) in :attr:`measurements`.
         """
         from .measure import load as load_measure
 
         self._check_latency_args(batch_size, mode)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise UsageError(f"concurrency={concurrency!r}: use a whole number of streams >= 1")
-        key = (concurrency, batch_size, mode, preprocess, postprocess)
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0
+                                 or rate == float("inf")):
+            raise UsageError(f"rate={rate!r}: use a finite number of requests per second > 0")
+        key = (concurrency, batch_size, mode, preprocess, postprocess, rate)
         if settings is not None or key not in self._load_stats:
             threads = load_measure.threads_per_stream(int(self.runner.info.get("threads", 1)), concurrency)
             runners = [self._new_runner(threads) for _ in range(concurrency)]
-            self._load_stats[key] = load_measure.measure(
-                runners, self._latency_input(batch_size), mode, settings or self.latency_settings, threads,
-                preprocess, postprocess)
+            x, s = self._latency_input(batch_size), settings or self.latency_settings
+            if rate is None:
+                self._load_stats[key] = load_measure.measure(runners, x, mode, s, threads, preprocess, postprocess)
+            else:
+                self._load_stats[key] = load_measure.measure_open_loop(
+                    runners, x, float(rate), mode, s, threads, preprocess, postprocess)
         stats = self._load_stats[key]
-        self.measurements[f"load_c{concurrency}_b{batch_size}{'_e2e' if mode == 'end_to_end' else ''}"] = stats
+        self.measurements[load_key(concurrency, batch_size, mode, rate)] = stats
         return stats
 
     def _new_runner(self, threads: int) -> Runner:
@@ -197,6 +205,12 @@ class RunnableModel:
             return np.resize(x, (batch_size, *x.shape[1:])).astype(np.float32)
         shape = tuple(d or 1 for d in self.runner.input_shape)
         return np.random.default_rng(0).random((batch_size, *shape), dtype=np.float32)
+
+
+def load_key(concurrency: int, batch_size: int, mode: str, rate: float | None = None) -> str:
+    """Where a latency under load is recorded: ``load_c4_b1``, ``load_c2_b1_r200`` (open loop), ``..._e2e``."""
+    return (f"load_c{concurrency}_b{batch_size}{f'_r{rate:g}' if rate is not None else ''}"
+            f"{'_e2e' if mode == 'end_to_end' else ''}")
 
 
 def _latency_key(batch_size: int, mode: str) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -423,3 +425,47 @@ def test_clear(optimized_model):
         "inconclusive: int8 on tflite: p50 *.* ms [[]1.*, 2.*[]] (fp32 *.* ms) ~ budget 2 ms",
     ])
     result.stdout.fnmatch_lines(["*1 passed, 1 inconclusive*"])
+
+
+# ---- open loop: Poisson arrivals at a rate (MLPerf Server-like) -------------------------------------
+def test_open_loop_counts_queueing_and_more_workers_drain_it():
+    """Service 4 ms: 1 worker handles 400 req/s only with a growing queue; 4 workers keep the tail near 4 ms."""
+    x = np.zeros((1, 3), np.float32)
+    settings = LatencySettings(warmup_runs=1, min_time_s=0.5, min_runs=50, max_time_s=5.0)
+    light = load.measure_open_loop([SleepyRunner(0.004)], x, rate=50, settings=settings)
+    assert light.rate == 50 and light.concurrency == 1
+    assert 0.6 * 50 * 0.5 <= light.requests <= 1.6 * 50 * 0.5 + 50  # about rate x time were offered and served
+    assert light.latency.p50_ms < 12  # little queueing at 20 % load
+    one = load.measure_open_loop([SleepyRunner(0.004)], x, rate=400, settings=settings)
+    four = load.measure_open_loop([SleepyRunner(0.004) for _ in range(4)], x, rate=400, settings=settings)
+    assert one.latency.p95_ms > 4 * four.latency.p95_ms  # overload: latency counted from the scheduled arrival
+    assert four.latency.p95_ms < 50 and sum(four.per_stream) == four.requests
+    assert "4 workers serving Poisson arrivals at 400/s" in four.describe()
+
+
+def test_open_loop_marker_passes_fails_and_rejects_a_bad_rate(suite):
+    result = suite(
+        """
+import pytest
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.max_latency_ms(1000, percentile=95, rate=200)
+def test_served(optimized_model):
+    pass
+
+@pytest.mark.tfopt_variants("int8")
+@pytest.mark.max_latency_ms(0.00001, percentile=95, concurrency=2, rate=200)
+def test_too_slow(optimized_model):
+    pass
+""",
+        "--tfopt-report=rows.json",
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "max_latency_ms(1e-05, percentile=95, concurrency=2, rate=200) broken: int8 on tflite: p95 * ms [[]*[]] "
+        "under load: 2 workers serving Poisson arrivals at 200/s, x 1 thread on * cores*",
+    ])
+    rows = {r["test"].split("::")[-1].split("[")[0]: r for r in json.loads(Path("rows.json").read_text())["rows"]}
+    assert rows["test_served"]["load_c1_b1_r200_rate"] == 200 and rows["test_served"]["load_c1_b1_r200_p95_ms"] > 0
+    with pytest.raises(UsageError, match=r"rate=\.\.\.\) in requests per second must be > 0, got 0"):
+        parse_marker("max_latency_ms", (5.0,), {"rate": 0})

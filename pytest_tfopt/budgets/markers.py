@@ -68,7 +68,7 @@ def _fidelity(limit: Any = None, metric: Any = "top1_agreement") -> MinFidelity:
 
 
 def _latency(limit_ms: Any = None, percentile: Any = 50, batch_size: Any = 1, mode: Any = "invoke",
-             concurrency: Any = 1, preprocess: Any = None, postprocess: Any = None) -> MaxLatency:
+             concurrency: Any = 1, preprocess: Any = None, postprocess: Any = None, rate: Any = None) -> MaxLatency:
     if limit_ms is None:
         raise UsageError("max_latency_ms needs the budget in ms, e.g. @pytest.mark.max_latency_ms(2.0)")
     number(limit_ms, "max_latency_ms budget")
@@ -81,13 +81,15 @@ def _latency(limit_ms: Any = None, percentile: Any = 50, batch_size: Any = 1, mo
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise UsageError(f"max_latency_ms(concurrency={show(concurrency)}) must be a whole number of streams >= 1, "
                          "e.g. concurrency=4")
+    if rate is not None:
+        number(rate, "max_latency_ms(rate=...) in requests per second")
     for name, fn in (("preprocess", preprocess), ("postprocess", postprocess)):
         if fn is not None and not callable(fn):
             raise UsageError(f"max_latency_ms({name}=...) must be a callable(batch) -> batch, got {show(fn)}")
         if fn is not None and mode != "end_to_end":
             raise UsageError(f"max_latency_ms({name}=...) is timed only end to end: add mode=\"end_to_end\"")
     return MaxLatency(float(limit_ms), int(percentile), batch_size, "max_latency_ms", mode, concurrency,
-                      preprocess, postprocess)
+                      preprocess, postprocess, None if rate is None else float(rate))
 
 
 def _throughput(limit: Any = None, batch_size: Any = 1) -> MinThroughput:
@@ -170,7 +172,7 @@ MARKER_DOCS = {
     "max_accuracy_drop": "max_accuracy_drop(drop, relative=False, metric=None, confidence=None, method='bootstrap', top_k=None, higher_is_better=None): the metric (top1 default, top<k>, auc, mae, rmse or a callable) may be at most `drop` worse than fp32 on eval_dataset; with confidence, the upper bound of the paired interval (method 'bootstrap' or 'mcnemar') must be.",
     "min_accuracy_drop": "min_accuracy_drop(drop, relative=False, metric=None, confidence=None, method='bootstrap', top_k=None, higher_is_better=None): alias of max_accuracy_drop (same meaning).",
     "min_fidelity": "min_fidelity(threshold, metric='top1_agreement'): label-free agreement with fp32's outputs on eval_dataset (top1_agreement, cosine, snr_db: at least; kl_divergence, max_abs_error: at most).",
-    "max_latency_ms": "max_latency_ms(ms, percentile=50, batch_size=1, mode='invoke', concurrency=1, preprocess=None, postprocess=None): the variant's latency percentile must be at most `ms` (inconclusive when its 95% interval straddles `ms`); mode 'invoke' or 'end_to_end'; concurrency=N: per-request latency with N concurrent streams, throughput reported.",
+    "max_latency_ms": "max_latency_ms(ms, percentile=50, batch_size=1, mode='invoke', concurrency=1, preprocess=None, postprocess=None): the variant's latency percentile must be at most `ms` (inconclusive when its 95% interval straddles `ms`); mode 'invoke' or 'end_to_end'; concurrency=N: per-request latency with N concurrent streams, throughput reported; rate=R: open loop, Poisson arrivals at R requests/s served by `concurrency` workers (MLPerf Server-like).",
     "max_output_diff": "max_output_diff(atol=1e-3, rtol=0, reference='tf'): every output within atol + rtol*|ref| of fp32 on the reference backend (same eval_dataset inputs).",
     "max_memory_mb": "max_memory_mb(mib): peak resident memory a fresh load + one run of the variant adds (Linux); reports the interpreter's tensor memory too where the runtime gives it.",
     "min_throughput": "min_throughput(samples_per_s, batch_size=1): at least this many samples/s at the median latency.",

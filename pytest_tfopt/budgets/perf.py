@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..measure.latency import LatencyStats
-from ..runnable import RunnableModel
+from ..runnable import RunnableModel, load_key
 from .verdict import Verdict, about, about_row, op, word
 
 
@@ -42,11 +42,12 @@ class MaxLatency:
     concurrency: int = 1
     preprocess: Any = None
     postprocess: Any = None
+    rate: float | None = None
 
     def _measure(self, model: RunnableModel) -> tuple[LatencyStats, Any]:
-        if self.concurrency > 1:
+        if self.concurrency > 1 or self.rate is not None:
             load = model.load(self.concurrency, self.batch_size, self.mode, preprocess=self.preprocess,
-                              postprocess=self.postprocess)
+                              postprocess=self.postprocess, rate=self.rate)
             return load.latency, load
         return model.latency(self.batch_size, mode=self.mode, preprocess=self.preprocess,
                              postprocess=self.postprocess), None
@@ -64,8 +65,11 @@ class MaxLatency:
         """The verdict from the row's recorded percentile (a point value: no interval), or why it cannot be given."""
         e2e = "_e2e" if self.mode == "end_to_end" else ""
         streams = self.concurrency
-        where = f"load_c{streams}_b{self.batch_size}" if streams > 1 else f"latency_b{self.batch_size}"
-        value = row.get(f"{where}{e2e}_p{self.percentile}_ms")
+        if streams > 1 or self.rate is not None:
+            where = load_key(streams, self.batch_size, self.mode, self.rate)
+        else:
+            where = f"latency_b{self.batch_size}{e2e}"
+        value = row.get(f"{where}_p{self.percentile}_ms")
         if value is None:
             return (f"{self.marker} skipped where rows have no batch-{self.batch_size} p{self.percentile} latency"
                     f"{' end to end' if e2e else ''}{f' under {streams} streams' if streams > 1 else ''}")
@@ -90,12 +94,14 @@ class MaxLatency:
             shown = f" [{lo:.3f}, {hi:.3f}]"
             args += f", mode={self.mode!r}" if self.mode != "invoke" else ""
             args += f", concurrency={self.concurrency}" if self.concurrency != 1 else ""
+            args += f", rate={self.rate:g}" if self.rate is not None else ""
         text = (
             f"max_latency_ms({args}) {word(passed)}: {who}: p{self.percentile} {value:.3f} ms{shown}{context} "
             f"{op(passed, '<=', '>')} budget {self.limit_ms:g} ms"
         )
         detail = ", ".join(([self.mode] if self.mode != "invoke" else []) +
-                           ([f"concurrency={self.concurrency}"] if self.concurrency != 1 else []))
+                           ([f"concurrency={self.concurrency}"] if self.concurrency != 1 else []) +
+                           ([f"rate={self.rate:g}/s"] if self.rate is not None else []))
         return Verdict(self.marker, passed, value, ref, self.limit_ms, text, detail)
 
 
