@@ -21,8 +21,8 @@ import pytest
 from . import baseline, budgets_file, report, tfenv
 from .backends import default_registry as default_backends
 from .budgets import MARKER_DOCS, PARSERS, parse_marker
-from .cache import CacheStats
-from .errors import BackendUnavailable, TfoptError, UsageError
+from .cache import ArtifactCache, CacheStats
+from .errors import BackendUnavailable, CacheError, TfoptError, UsageError
 from .report.terminal import table_lines
 from .results import JUNIT_FIELDS, result_row
 from .variants import default_registry as default_variants
@@ -102,6 +102,11 @@ class TfoptState:
             raise UsageError(f"--tfopt-threads={opt.tfopt_threads}: use 1 or more threads")
         self.rebuild = bool(opt.tfopt_rebuild)
         self.cache_dir = opt.tfopt_cache_dir or self._default_cache_dir()
+        if opt.tfopt_cache_dir:  # an explicit directory nothing can be written to is a usage error (exit 4), once
+            try:
+                ArtifactCache(self.cache_dir).check()
+            except CacheError as exc:
+                raise UsageError(str(exc)) from None
         self.calibration_size = _int_ini(config, "tfopt_calibration_size")
         self.variants = default_variants()
         self.backends = default_backends()
