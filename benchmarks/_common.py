@@ -11,7 +11,6 @@ import os
 # Quiet TensorFlow's C++ logging before anything imports TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import gc  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -80,29 +79,11 @@ def bare_latency_ns(interp: Any, x: np.ndarray, warmup_runs: int, min_runs: int,
         interp.resize_tensor_input(inp["index"], list(x.shape), strict=False)
         interp.allocate_tensors()
     interp.set_tensor(inp["index"], x)
-    invoke = interp.invoke
-    for _ in range(warmup_runs):
-        invoke()
-    clock = time.perf_counter_ns
-    samples: list[int] = []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        start = clock()
-        min_end = start + int(min_time_s * 1e9)
-        max_end = start + int(max_time_s * 1e9)
-        while True:
-            t0 = clock()
-            invoke()
-            t1 = clock()
-            samples.append(t1 - t0)
-            n = len(samples)
-            if n >= max_runs or t1 >= max_end or (n >= min_runs and t1 >= min_end):
-                break
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return samples
+    from pytest_tfopt.measure.latency import LatencySettings, sample_ns
+
+    settings = LatencySettings(warmup_runs=warmup_runs, min_time_s=min_time_s, min_runs=min_runs,
+                               max_runs=max_runs, max_time_s=max_time_s)
+    return sample_ns(interp.invoke, settings)  # the plugin's own loop, so both sides are timed alike
 
 
 def per_sample_predict(interp: Any, x: np.ndarray) -> np.ndarray:

@@ -10,10 +10,11 @@ Two modes of what one timed call covers (:data:`MODES`):
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +111,18 @@ class LatencyStats:
         )
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The garbage collector off for the block (a collection inside a timed call is not the model's latency)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def measure(invoke: Callable[[], object], batch_size: int = 1, settings: LatencySettings | None = None) -> LatencyStats:
     """Time ``invoke()`` one call at a time with ``perf_counter_ns``, garbage collector off."""
     return LatencyStats.from_ns(sample_ns(invoke, settings or LatencySettings()), batch_size)
@@ -121,9 +134,7 @@ def sample_ns(invoke: Callable[[], object], s: LatencySettings) -> list[int]:
         invoke()
     samples: list[int] = []
     clock = time.perf_counter_ns
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         start = clock()
         min_end = start + int(s.min_time_s * 1e9)
         max_end = start + int(s.max_time_s * 1e9)
@@ -135,9 +146,6 @@ def sample_ns(invoke: Callable[[], object], s: LatencySettings) -> list[int]:
             n = len(samples)
             if n >= s.max_runs or t1 >= max_end or (n >= s.min_runs and t1 >= min_end):
                 break
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     return samples
 
 
@@ -175,13 +183,8 @@ def interleaved(variant: Callable[[], object], reference: Callable[[], object], 
     for fn in (variant, reference):  # warm-up
         for _ in range(5):
             fn()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         pairs = [(one(variant), one(reference)) for _ in range(rounds)]
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     ours = np.array([p[0] for p in pairs])
     theirs = np.array([p[1] for p in pairs])
     ratios = theirs / np.maximum(ours, 1e-9)

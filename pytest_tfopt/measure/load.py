@@ -22,7 +22,6 @@ that run in microseconds that overhead dominates. The threads really used are
 
 from __future__ import annotations
 
-import gc
 import os
 import queue
 import threading
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .latency import LatencySettings, LatencyStats, request
+from .latency import LatencySettings, LatencyStats, gc_paused, request
 
 
 @dataclass(frozen=True)
@@ -127,9 +126,7 @@ def measure_open_loop(runners: list[Any], x: np.ndarray, rate: float, mode: str 
     workers = [threading.Thread(target=worker, args=(i,), name=f"tfopt-load-{i}", daemon=True)
                for i in range(len(calls))]
     gaps = np.random.default_rng(seed)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         for w in workers:
             w.start()
         start = clock()
@@ -148,9 +145,6 @@ def measure_open_loop(runners: list[Any], x: np.ndarray, rate: float, mode: str 
             pending.put(None)
         for w in workers:
             w.join()
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     if errors:
         raise errors[0]
     return _stats(done, x, mode, threads, rate)
@@ -219,9 +213,7 @@ def measure(runners: list[Any], x: np.ndarray, mode: str = "invoke", settings: L
             stop.set()
 
     workers = [threading.Thread(target=stream, args=(i,), name=f"tfopt-load-{i}", daemon=True) for i in range(concurrency)]
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         for w in workers:
             w.start()
         try:
@@ -238,9 +230,6 @@ def measure(runners: list[Any], x: np.ndarray, mode: str = "invoke", settings: L
         stop.set()
         for w in workers:
             w.join()
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     if errors:
         raise errors[0]
     return _stats(samples, x, mode, threads, None)
