@@ -18,82 +18,177 @@ import numpy as np
 
 from . import tfenv
 from .errors import ModelLoadError
+from .signature import Signature, TensorInfo, check_array, dtype_name, shape_text
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+DEFAULT_SIGNATURE = "serving_default"
 
 
 @dataclass(eq=False)
 class SourceModel:
     """The FP32 model every variant is built from.
 
-    ``kind`` is ``"keras3"``, ``"tf_keras"``, ``"saved_model"`` or ``"tflite"``;
-    ``input_shape`` is the per-sample input shape (``None`` for free axes).
+    ``kind`` is ``"keras3"``, ``"tf_keras"``, ``"saved_model"`` or ``"tflite"``; ``signature`` names its
+    inputs and outputs (see :mod:`pytest_tfopt.signature` for the names and their order);
+    ``signature_key`` is the SavedModel/TFLite signature used (``serving_default`` unless told).
     """
 
     kind: str
     name: str
-    input_shape: tuple[int | None, ...]
-    input_dtype: str
+    signature: Signature
     hash: str
     model: Any = None
     path: str | None = None
     content: bytes | None = field(default=None, repr=False)
+    signature_key: str = DEFAULT_SIGNATURE
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        """Per-sample shape of the first input (``None`` for free axes)."""
+        return self.signature.inputs[0].shape
+
+    @property
+    def input_dtype(self) -> str:
+        """dtype of the first input."""
+        return self.signature.inputs[0].dtype
+
+    def serving_function(self, model: Any = None, cast_to_float32: bool = False) -> Any:
+        """A ``tf.function`` taking one dict input name → tensor and returning a dict output name → tensor.
+
+        Its input signature holds one ``TensorSpec`` per input, named after it (batch axis free), so
+        TFLite signatures, SavedModel signatures and ONNX graphs made from it use the model's own
+        names. ``model`` replaces ``self.model`` (e.g. a bfloat16 rebuild of a Keras model).
+        """
+        tf = tfenv.tensorflow()
+        specs = {t.name: tf.TensorSpec((None, *t.shape), t.dtype, name=t.name) for t in self.signature.inputs}
+        names = self.signature.output_names
+        if self.kind == "saved_model":
+            sig = self.model.signatures[self.signature_key]
+
+            def call(feed: Any) -> Any:
+                out = sig(**feed)
+                return {n: out[n] for n in names}
+        elif self.kind in ("keras3", "tf_keras"):
+            keras_model = self.model if model is None else model
+            structure = keras_input_structure(keras_model)
+
+            def call(feed: Any) -> Any:
+                out = keras_outputs(keras_model(_structured(feed, structure), training=False), names)
+                return {n: tf.cast(v, tf.float32) for n, v in out.items()} if cast_to_float32 else out
+        else:
+            raise ModelLoadError(
+                f"{self.name} is a {self.kind} model: this needs the Keras or SavedModel source"
+            )
+        return tf.function(call, input_signature=[specs])
 
     def converter(self) -> Any:
-        """A fresh ``tf.lite.TFLiteConverter`` for this model."""
+        """A fresh ``tf.lite.TFLiteConverter`` for this model; the TFLite signature keeps the input/output names."""
         tf = tfenv.tensorflow()
         if self.kind == "saved_model":
-            return tf.lite.TFLiteConverter.from_saved_model(self.path, signature_keys=["serving_default"])
+            return tf.lite.TFLiteConverter.from_saved_model(self.path, signature_keys=[self.signature_key])
         if self.kind == "tflite":
             raise ModelLoadError(
                 f"{self.name} is already a .tflite file and cannot be converted again: point tfopt_model "
                 "at the Keras or SavedModel source to build other variants"
             )
-        model = self.model
-        spec = [tf.TensorSpec((None, *self.input_shape), self.input_dtype, name="input")]
-        fn = tf.function(lambda x: model(x, training=False), input_signature=spec)
-        if self.kind == "keras3":
-            # Keras 3 models as the trackable object convert to a graph that outputs NaN (their variables
-            # are not tracked the tf.Module way); without one, the converter freezes the captured values
-            return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
-        return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], model)
+        fn = self.serving_function().get_concrete_function()
+        # A trackable object holding the variables keeps the signature (names) in the .tflite; Keras 3
+        # variables are tracked through the tf.Variable each one wraps (the Keras object itself would
+        # convert to a graph that reads unset variables).
+        holder = tf.Module()
+        holder.variables_ = [_tf_variable(v) for v in self.model.variables]
+        return tf.lite.TFLiteConverter.from_concrete_functions([fn], holder)
 
-    def check_inputs(self, x: np.ndarray, what: str = "data set") -> None:
-        """Raise a :class:`DatasetError` when ``x`` does not fit the model input."""
-        check_input_shape(self.input_shape, x, f"{what}", self.name)
+    def check_inputs(self, x: Any, what: str = "data set") -> None:
+        """Raise a :class:`DatasetError` when ``x`` does not fit the model's inputs (names, shapes, dtypes)."""
+        self.signature.feed(x, what, self.name, one_sample=False)
+
+
+def _tf_variable(v: Any) -> Any:
+    value = getattr(v, "value", None)
+    tf = tfenv.tensorflow()
+    return value if isinstance(value, tf.Variable) else v
+
+
+def keras_input_structure(model: Any) -> Any:
+    """How a Keras model takes its inputs: a list of names, a dict's names, or one name."""
+    struct = getattr(model, "_inputs_struct", None)  # Keras 3 functional
+    if isinstance(struct, dict):
+        return {k: k for k in struct}
+    names = keras_input_names(model)
+    if isinstance(struct, (list, tuple)) or len(names) > 1:
+        return names
+    return names[0]
+
+
+def _structured(feed: dict[str, Any], structure: Any) -> Any:
+    if isinstance(structure, dict):
+        return {k: feed[k] for k in structure}
+    if isinstance(structure, list):
+        return [feed[k] for k in structure]
+    return feed[structure]
+
+
+def keras_input_names(model: Any) -> list[str]:
+    """Input names in the model's order: dict keys, else the ``Input`` layers' names."""
+    struct = getattr(model, "_inputs_struct", None)
+    if isinstance(struct, dict):
+        return list(struct)
+    names = getattr(model, "input_names", None)  # tf_keras
+    if names:
+        return list(names)
+    return [_tensor_name(t, f"input_{i}") for i, t in enumerate(model.inputs)]
+
+
+def keras_output_names(model: Any) -> list[str]:
+    """Output names in the model's order: dict keys, else the output layers' names."""
+    struct = getattr(model, "_outputs_struct", None)
+    if isinstance(struct, dict):
+        return list(struct)
+    names = getattr(model, "output_names", None)
+    if names and len(names) == len(model.outputs):
+        return list(names)
+    return [_tensor_name(t, f"output_{i}") for i, t in enumerate(model.outputs)]
+
+
+def _tensor_name(t: Any, default: str) -> str:
+    history = getattr(t, "_keras_history", None)
+    layer = getattr(history, "operation", None) or getattr(history, "layer", None)
+    if layer is None and isinstance(history, tuple) and history:
+        layer = history[0]
+    return str(getattr(layer, "name", None) or getattr(t, "name", None) or default).split(":")[0]
+
+
+def keras_outputs(y: Any, names: list[str]) -> dict[str, Any]:
+    """A Keras model's call result (tensor, list or dict) as a dict by output name."""
+    if isinstance(y, dict):
+        return {n: y[n] for n in names}
+    if isinstance(y, (list, tuple)):
+        return dict(zip(names, y, strict=True))
+    return {names[0]: y}
 
 
 def check_input_shape(expected: tuple[int | None, ...], x: np.ndarray, what: str, model: str) -> None:
     """Raise when per-sample shape of ``x`` does not match ``expected`` (``None`` matches anything)."""
-    from .errors import DatasetError
-
-    got = tuple(int(d) for d in x.shape[1:])
-    fits = len(got) == len(expected) and all(e is None or e == g for e, g in zip(expected, got, strict=False))
-    if not fits:
-        want = _shape_text(expected)
-        hint = ""
-        # A reshape only helps when every expected axis is fixed and the sizes agree.
-        if expected and None not in expected and int(np.prod(got)) == int(np.prod(expected)):
-            hint = f" (same size: x.reshape(-1, {', '.join(str(e) for e in expected)}) would fit)"
-        raise DatasetError(
-            f"{what} samples have shape {_shape_text(got)} but {model} expects {want}: reshape the data{hint} "
-            "or use the matching model"
-        )
+    x = np.asarray(x)
+    check_array(x, TensorInfo("input", tuple(expected), x.dtype.name if x.dtype.kind in "biuf" else "float32"),
+                what, model, name_it=False)
 
 
 def _shape_text(shape: tuple[int | None, ...]) -> str:
-    """``(8, 8, 1)``, ``(4,)``, ``()``, with ``?`` for free axes."""
-    parts = ["?" if d is None else str(d) for d in shape]
-    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+    return shape_text(shape)
 
 
-def load_model(model: Any) -> SourceModel:
-    """Load ``model`` (path or in-memory Keras model) as a :class:`SourceModel`."""
+def load_model(model: Any, signature: str = DEFAULT_SIGNATURE) -> SourceModel:
+    """Load ``model`` (path or in-memory Keras model) as a :class:`SourceModel`.
+
+    ``signature``: the SavedModel / ``.tflite`` signature to test (``ini tfopt_signature``).
+    """
     if isinstance(model, SourceModel):
         return model
     if isinstance(model, (str, os.PathLike)):
-        return _load_path(os.fspath(model))
+        return _load_path(os.fspath(model), signature or DEFAULT_SIGNATURE)
     if _keras_flavour(model) is not None:
         return _from_keras(model, getattr(model, "name", "model"), path=None)
     raise ModelLoadError(
@@ -102,7 +197,7 @@ def load_model(model: Any) -> SourceModel:
     )
 
 
-def _load_path(path: str) -> SourceModel:
+def _load_path(path: str, signature: str = DEFAULT_SIGNATURE) -> SourceModel:
     if not os.path.exists(path):
         raise ModelLoadError(f"model {path!r} does not exist: check tfopt_model / the path")
     if os.path.isdir(path):
@@ -111,7 +206,7 @@ def _load_path(path: str) -> SourceModel:
                 f"directory {path!r} is not a SavedModel (no saved_model.pb): export it with "
                 "model.export(path) or tf.saved_model.save"
             )
-        return _load_saved_model(path)
+        return _load_saved_model(path, signature)
     if os.path.getsize(path) == 0:
         raise ModelLoadError(f"model file {path!r} is empty: re-save or re-download it")
     lower = path.lower()
@@ -120,7 +215,7 @@ def _load_path(path: str) -> SourceModel:
     if lower.endswith((".h5", ".hdf5")):
         return _load_h5(path)
     if lower.endswith(".tflite"):
-        return _load_tflite(path)
+        return _load_tflite(path, signature)
     raise ModelLoadError(
         f"model {path!r} has an unknown kind: give a .keras or .h5 file, a SavedModel directory or a .tflite file"
     )
@@ -238,16 +333,36 @@ def _from_keras(model: Any, name: str, path: str | None) -> SourceModel:
     if not inputs:
         raise ModelLoadError(
             f"model {name!r} has no defined inputs: build it with an Input layer, or wrap it as "
-            "keras.Model(inp, model(inp)) with inp = keras.Input(shape)"
+            "keras.Model(inp, model(inp)) with inp = keras.Input(shape); for a subclassed model, export it "
+            "with model.export(path, input_signature=[...]) and point tfopt_model at the SavedModel"
         )
-    if len(inputs) != 1 or len(model.outputs) != 1:
-        raise ModelLoadError(
-            f"model {name!r} has {len(inputs)} inputs and {len(model.outputs)} outputs: this version "
-            "supports single-input, single-output models (wrap the model to expose one of each)"
-        )
-    shape = tuple(None if d is None else int(d) for d in inputs[0].shape[1:])
-    dtype = str(getattr(inputs[0].dtype, "name", inputs[0].dtype))
-    return SourceModel(flavour, name, shape, dtype, _hash_keras(model), model=model, path=path)
+    in_names = keras_input_names(model)
+    by_name = _inputs_by_name(model, inputs, in_names)
+    ins = tuple(TensorInfo(n, _per_sample(by_name[n].shape), dtype_name(by_name[n].dtype)) for n in in_names)
+    out_names = keras_output_names(model)
+    outs = tuple(TensorInfo(n, _per_sample(t.shape), dtype_name(t.dtype)) for n, t in zip(out_names, model.outputs, strict=True))
+    _check_names(name, ins, outs)
+    return SourceModel(flavour, name, Signature(ins, outs), _hash_keras(model), model=model, path=path)
+
+
+def _inputs_by_name(model: Any, inputs: list[Any], names: list[str]) -> dict[str, Any]:
+    struct = getattr(model, "_inputs_struct", None)
+    if isinstance(struct, dict):
+        return dict(struct)
+    return dict(zip(names, inputs, strict=True))
+
+
+def _per_sample(shape: Any) -> tuple[int | None, ...]:
+    return tuple(None if d is None else int(d) for d in tuple(shape)[1:])
+
+
+def _check_names(model: str, ins: tuple[TensorInfo, ...], outs: tuple[TensorInfo, ...]) -> None:
+    for kind, items in (("input", ins), ("output", outs)):
+        names = [t.name for t in items]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ModelLoadError(f"model {model!r} has several {kind}s named {', '.join(dup)}: give each {kind} "
+                                 "its own name (the layer's name=...)")
 
 
 def _hash_keras(model: Any) -> str:
@@ -311,42 +426,47 @@ def _hash_dir(path: str) -> str:
     return h.hexdigest()
 
 
-def _load_saved_model(path: str) -> SourceModel:
+def _load_saved_model(path: str, signature: str = DEFAULT_SIGNATURE) -> SourceModel:
     tf = tfenv.tensorflow()
     try:
         loaded = tf.saved_model.load(path)
     except Exception as exc:
         raise _damaged(path, exc) from None
-    sig = getattr(loaded, "signatures", {}).get("serving_default")
+    signatures = getattr(loaded, "signatures", {})
+    sig = signatures.get(signature)
     if sig is None:
+        known = ", ".join(sorted(signatures)) or "none"
         raise ModelLoadError(
-            f"SavedModel {path!r} has no 'serving_default' signature: export it with model.export(path) "
-            "or tf.saved_model.save(..., signatures=...)"
+            f"SavedModel {path!r} has no {signature!r} signature (it has: {known}): set ini tfopt_signature to one "
+            "of them, or export it with model.export(path) or tf.saved_model.save(..., signatures=...)"
         )
-    specs = list(sig.structured_input_signature[1].values())
-    if len(specs) != 1 or len(sig.structured_outputs) != 1:
-        raise ModelLoadError(
-            f"SavedModel {path!r} serving signature has {len(specs)} inputs and "
-            f"{len(sig.structured_outputs)} outputs: this version supports one of each"
-        )
-    spec = specs[0]
-    shape = tuple(None if d is None else int(d) for d in spec.shape[1:])
+    specs = sig.structured_input_signature[1]
+    ins = tuple(TensorInfo(k, _per_sample(specs[k].shape), dtype_name(specs[k].dtype)) for k in sorted(specs))
+    outputs = sig.structured_outputs
+    if not isinstance(outputs, dict):
+        outputs = {"output_0": outputs}
+    outs = tuple(TensorInfo(k, _per_sample(outputs[k].shape), dtype_name(outputs[k].dtype)) for k in sorted(outputs))
+    if not ins or not outs:
+        raise ModelLoadError(f"SavedModel {path!r} signature {signature!r} has no inputs or no outputs: "
+                             "export a serving function that takes and returns tensors")
     return SourceModel(
-        "saved_model", os.path.basename(os.path.normpath(path)), shape, spec.dtype.name, _hash_dir(path),
-        model=loaded, path=path,
+        "saved_model", os.path.basename(os.path.normpath(path)), Signature(ins, outs), _hash_dir(path),
+        model=loaded, path=path, signature_key=signature,
     )
 
 
-def _load_tflite(path: str) -> SourceModel:
+def _load_tflite(path: str, signature: str = DEFAULT_SIGNATURE) -> SourceModel:
     with open(path, "rb") as fh:
         content = fh.read()
     from .backends.tflite import inspect_tflite
 
     try:
-        shape, dtype = inspect_tflite(content)
+        sig, key = inspect_tflite(content, signature)
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise _damaged(path, exc) from None
     return SourceModel(
-        "tflite", os.path.basename(path), shape, dtype, hashlib.sha256(content).hexdigest(),
-        path=path, content=content,
+        "tflite", os.path.basename(path), sig, hashlib.sha256(content).hexdigest(),
+        path=path, content=content, signature_key=key,
     )

@@ -228,7 +228,7 @@ def open_debugger(source: SourceModel, calibration: Dataset, debug_x: np.ndarray
 
     tfenv.tensorflow()
     converter = source.converter()
-    _configure("int8", converter, calibration)
+    _configure("int8", converter, calibration, signature=source.signature)
 
     def dataset() -> Any:
         return ([debug_x[i : i + 1]] for i in range(len(debug_x)))

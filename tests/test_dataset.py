@@ -180,7 +180,7 @@ def test_coerce_each_kind(tf, digits, data_path, xy):
     assert from_tf.hash == pair.hash
 
 
-@pytest.mark.parametrize("value", [[1, 2, 3], {"x": 1}, 7], ids=["list", "dict", "int"])
+@pytest.mark.parametrize("value", [[1, 2, 3], {1, 2}, 7], ids=["list", "set", "int"])
 def test_coerce_rejects_other_types(value):
     with pytest.raises(DatasetError) as excinfo:
         Dataset.coerce(value)
@@ -454,11 +454,28 @@ def test_train_and_test_shapes_differ():
 
 
 def test_train_and_test_shapes_differ_in_npz(tmp_path):
+    """Splits may differ on free axes (a fully convolutional model tested at another size); the model decides."""
+    from pytest_tfopt.signature import Signature, TensorInfo
+
     path = tmp_path / "mixed.npz"
     np.savez(path, x_train=np.zeros((4, 3)), y_train=np.zeros(4), x_test=np.zeros((2, 5)), y_test=np.zeros(2))
+    data = Dataset.from_npz(path)
+    assert data.train.x.shape == (4, 3) and data.test.x.shape == (2, 5)
+    fixed = Signature((TensorInfo("x", (3,), "float32"),), (TensorInfo("y", (1,), "float32"),))
+    fixed.feed(data.train.x, one_sample=False)
+    with pytest.raises(DatasetError) as excinfo:
+        fixed.feed(data.test.x, "evaluation data", "m", one_sample=False)
+    one_line(excinfo, "evaluation data samples have shape (5,) but m expects (3,)")
+    free = Signature((TensorInfo("x", (None,), "float32"),), (TensorInfo("y", (1,), "float32"),))
+    assert free.feed(data.test.x, one_sample=False)["x"].shape == (2, 5)
+
+
+def test_train_and_test_of_different_rank_in_npz(tmp_path):
+    path = tmp_path / "mixed.npz"
+    np.savez(path, x_train=np.zeros((4, 3)), x_test=np.zeros((2, 5, 1)))
     with pytest.raises(DatasetError) as excinfo:
         Dataset.from_npz(path)
-    one_line(excinfo, "mixed.npz: train inputs have shape (3,) but test inputs (5,)", "same per-sample shape")
+    one_line(excinfo, "mixed.npz: train inputs have shape (3,) but test inputs (5, 1)", "same per-sample shape")
 
 
 def test_dataset_keeps_its_own_read_only_copy():

@@ -16,17 +16,25 @@ from ..errors import UsageError
 
 
 class Runner:
-    """A loaded artifact that runs batches. ``info`` records how (delegate, threads, fallbacks)."""
+    """A loaded artifact that runs batches. ``info`` records how (delegate, threads, fallbacks).
+
+    ``signature`` names its inputs and outputs (:mod:`pytest_tfopt.signature`); ``input_shape`` is
+    the first input's per-sample shape.
+    """
 
     info: dict[str, Any]
     input_shape: tuple[int | None, ...]
+    signature: Any = None
 
-    def predict(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Float outputs for float inputs ``x`` (first axis = samples)."""
+    def predict(self, x: Any, batch_size: int | None = None) -> Any:
+        """Float outputs for inputs ``x`` (an array, or a mapping input name → array; first axis = samples).
+
+        Returns an array for a one-output model, else a dict output name → array.
+        """
         raise NotImplementedError
 
-    def prepare(self, x: np.ndarray) -> Callable[[], None]:
-        """Load the batch ``x`` and return a function that runs one invocation only."""
+    def prepare(self, x: Any) -> Callable[[], None]:
+        """Load the batch ``x`` (array or mapping by input name) and return a function that runs one invocation only."""
         raise NotImplementedError
 
     def memory_info(self) -> dict[str, int]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..artifact import Artifact
 from ..errors import DatasetError
-from ..models import check_input_shape
+from ..signature import Signature, TensorInfo
 from . import Backend, Runner
 
 DEFAULT_BATCH = 64
@@ -30,8 +30,8 @@ def _interpreter_cls() -> Any:
     return Interpreter, OpResolverType
 
 
-def inspect_tflite(content: bytes) -> tuple[tuple[int | None, ...], str]:
-    """Per-sample input shape and dtype of a ``.tflite`` flatbuffer (raises if it is not one)."""
+def inspect_tflite(content: bytes, signature: str = "serving_default") -> tuple[Signature, str]:
+    """The named inputs/outputs of a ``.tflite`` flatbuffer and the signature key used (raises if it is not one)."""
     if len(content) < 8 or content[4:8] != b"TFL3":
         raise ValueError("not a TFLite flatbuffer (no TFL3 identifier)")
     Interpreter, resolver = _interpreter_cls()
@@ -39,9 +39,52 @@ def inspect_tflite(content: bytes) -> tuple[tuple[int | None, ...], str]:
         model_content=content,
         experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
     )
-    detail = interp.get_input_details()[0]
+    key, ins, outs = _io_details(interp, signature)
+    return Signature(tuple(_info(n, d) for n, d in ins.items()), tuple(_info(n, d) for n, d in outs.items())), key
+
+
+def _info(name: str, detail: dict[str, Any]) -> TensorInfo:
     sig = detail.get("shape_signature", detail["shape"])
-    return tuple(None if d < 0 else int(d) for d in sig[1:]), np.dtype(detail["dtype"]).name
+    dtype = np.dtype(detail["dtype"])
+    if not np.issubdtype(dtype, np.floating) and detail.get("quantization", (0.0, 0))[0]:
+        dtype = np.dtype(np.float32)  # a quantized int8/int16 tensor: callers see floats
+    return TensorInfo(name, tuple(None if d < 0 else int(d) for d in sig[1:]), dtype.name)
+
+
+def _io_details(interp: Any, signature: str) -> tuple[str, dict[str, dict], dict[str, dict]]:
+    """(signature key, input name → tensor detail, output name → detail), names sorted.
+
+    A flatbuffer with signatures is read through ``signature`` (or its only one); one without
+    (old converters) names tensors by their graph names.
+    """
+    from ..errors import ModelLoadError
+
+    signatures = interp.get_signature_list()
+    if signatures:
+        key = signature if signature in signatures else (next(iter(signatures)) if len(signatures) == 1 else None)
+        if key is None:
+            raise ModelLoadError(f"the .tflite file has no {signature!r} signature (it has: "
+                                 f"{', '.join(sorted(signatures))}): set ini tfopt_signature to one of them")
+        runner = interp.get_signature_runner(key)
+        ins, outs = runner.get_input_details(), runner.get_output_details()
+        by_index = {int(d["index"]): d for d in interp.get_tensor_details()}
+        full_in = {int(d["index"]): d for d in interp.get_input_details()}
+        full_out = {int(d["index"]): d for d in interp.get_output_details()}
+        ins = {n: full_in.get(int(d["index"]), by_index.get(int(d["index"]), d)) for n, d in ins.items()}
+        outs = {n: full_out.get(int(d["index"]), by_index.get(int(d["index"]), d)) for n, d in outs.items()}
+        return key, dict(sorted(ins.items())), dict(sorted(outs.items()))
+    ins = {_graph_name(d["name"]): d for d in interp.get_input_details()}
+    outs = {_graph_name(d["name"]): d for d in interp.get_output_details()}
+    if len(ins) == 1:
+        ins = {"input": next(iter(ins.values()))}
+    if len(outs) == 1:
+        outs = {"output_0": next(iter(outs.values()))}
+    return "", dict(sorted(ins.items())), dict(sorted(outs.items()))
+
+
+def _graph_name(name: str) -> str:
+    name = name.split(":")[0]
+    return name[len("serving_default_"):] if name.startswith("serving_default_") else name
 
 
 @functools.lru_cache(maxsize=1)
@@ -55,20 +98,25 @@ def _runtime() -> str:
 
 
 class TFLiteRunner(Runner):
-    """Runs one ``.tflite`` artifact."""
+    """Runs one ``.tflite`` artifact, inputs and outputs by signature name.
 
-    def __init__(self, content: bytes, threads: int = 1, name: str = "model") -> None:
+    Every input is resized to the batch and to the data's own shape on free axes (fully
+    convolutional or variable-length models run at the shapes they are given).
+    """
+
+    def __init__(self, content: bytes, threads: int = 1, name: str = "model", signature: str = "serving_default") -> None:
         self.content = content
         self.threads = threads
         self.name = name
         self.info: dict[str, Any] = {"threads": threads, "runtime": _runtime()}
         self._interp = self._make()
-        self._in = self._interp.get_input_details()[0]
-        self._out = self._interp.get_output_details()[0]
-        sig = self._in.get("shape_signature", self._in["shape"])
-        self.input_shape = tuple(None if d < 0 else int(d) for d in sig[1:])
-        self._batch = int(self._in["shape"][0])
+        self._key, ins, outs = _io_details(self._interp, signature)
+        self._in_index = {n: int(d["index"]) for n, d in ins.items()}
+        self._out_index = {n: int(d["index"]) for n, d in outs.items()}
+        self.signature = Signature(tuple(_info(n, d) for n, d in ins.items()), tuple(_info(n, d) for n, d in outs.items()))
+        self.input_shape = self.signature.inputs[0].shape  # the first input's, for callers of one-input models
         self._resizable = True
+        self._refresh()
 
     def _make(self) -> Any:
         Interpreter, resolver = _interpreter_cls()
@@ -91,81 +139,103 @@ class TFLiteRunner(Runner):
         self.info["xnnpack_fallback"] = reason
         return interp
 
+    def _refresh(self) -> None:
+        details = {int(d["index"]): d for d in self._interp.get_input_details()}
+        self._in = {n: details[i] for n, i in self._in_index.items()}
+        outs = {int(d["index"]): d for d in self._interp.get_output_details()}
+        self._out = {n: outs[i] for n, i in self._out_index.items()}
+
+    @property
+    def _batch(self) -> int:
+        return int(next(iter(self._in.values()))["shape"][0])
+
     # ---- batching -------------------------------------------------------
-    def _resize(self, batch: int) -> bool:
-        """Make the input hold ``batch`` samples; False when the model forbids it."""
-        if batch == self._batch:
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(int(v) for v in d["shape"]) for n, d in self._in.items()}
+
+    def _resize(self, shapes: dict[str, tuple[int, ...]]) -> bool:
+        """Make every input hold ``shapes`` (batch first); False when the model forbids it."""
+        before = self._shapes()
+        if shapes == before:
             return True
         if not self._resizable:
             return False
         try:
-            self._interp.resize_tensor_input(self._in["index"], [batch, *self._in["shape"][1:]], strict=False)
+            for n, shape in shapes.items():
+                self._interp.resize_tensor_input(self._in_index[n], list(shape), strict=False)
             self._interp.allocate_tensors()
         except (RuntimeError, ValueError):
             self._resizable = False
             self.info["batching"] = "per-sample (input cannot be resized)"
-            self._interp.resize_tensor_input(self._in["index"], [self._batch, *self._in["shape"][1:]], strict=False)
+            for n, shape in before.items():
+                self._interp.resize_tensor_input(self._in_index[n], list(shape), strict=False)
             self._interp.allocate_tensors()
             return False
-        self._in = self._interp.get_input_details()[0]
-        self._out = self._interp.get_output_details()[0]
-        self._batch = batch
+        self._refresh()
+        if self.signature.dynamic:
+            self.info["input_shapes"] = {n: list(s[1:]) for n, s in shapes.items()}
         return True
 
-    def _quantize(self, x: np.ndarray) -> np.ndarray:
-        dtype = np.dtype(self._in["dtype"])
+    def _quantize(self, name: str, x: np.ndarray) -> np.ndarray:
+        detail = self._in[name]
+        dtype = np.dtype(detail["dtype"])
         if np.issubdtype(dtype, np.floating):
             return x.astype(dtype, copy=False)
-        scale, zero = self._in["quantization"]
+        scale, zero = detail["quantization"]
         if scale == 0:
             return x.astype(dtype)
         info = np.iinfo(dtype)
         return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 
-    def _dequantize(self, y: np.ndarray) -> np.ndarray:
+    def _dequantize(self, name: str, y: np.ndarray) -> np.ndarray:
         if np.issubdtype(y.dtype, np.floating):
             return y.astype(np.float32, copy=True)
-        scale, zero = self._out["quantization"]
+        scale, zero = self._out[name]["quantization"]
         if scale == 0:
             return y.astype(np.float32)
         return (y.astype(np.float32) - zero) * scale
 
-    def _check(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
-        if x.ndim == len(self.input_shape):
-            x = x[None]  # one sample
-        check_input_shape(self.input_shape, x, "input", self.name)
-        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-            raise DatasetError(f"input dtype {x.dtype} is not numeric: convert it to float32")
-        return x
-
-    def predict(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        x = self._check(x)
-        n = len(x)
-        if n == 0:
+    def _check(self, x: Any) -> dict[str, np.ndarray]:
+        feed = self.signature.feed(x, "input", self.name)
+        if min(len(v) for v in feed.values()) == 0:
             raise DatasetError("predict() got 0 samples: give at least one")
-        # spread the samples evenly over the fewest batches of at most batch_size (65 samples with a
-        # limit of 64 run as 33 + 32, not 64 + a padded 64), so padding wastes less than one sample per batch
+        return feed
+
+    def _set(self, feed: dict[str, np.ndarray]) -> None:
+        for n, v in feed.items():
+            self._interp.set_tensor(self._in_index[n], self._quantize(n, v))
+
+    def _read(self) -> dict[str, np.ndarray]:
+        return {n: self._dequantize(n, self._interp.get_tensor(i)) for n, i in self._out_index.items()}
+
+    def predict(self, x: Any, batch_size: int | None = None) -> Any:
+        feed = self._check(x)
+        n = len(next(iter(feed.values())))
         limit = min(batch_size or DEFAULT_BATCH, n)
         batch = -(-n // -(-n // limit))
-        if not self._resize(batch):
+        per_sample = {k: v.shape[1:] for k, v in feed.items()}
+        if not self._resize({k: (batch, *s) for k, s in per_sample.items()}):
             batch = self._batch
-        outputs = []
+            fixed = {k: tuple(int(d) for d in self._in[k]["shape"][1:]) for k in feed}
+            if fixed != per_sample:
+                raise DatasetError(f"{self.name}: inputs are fixed at {fixed} and cannot be resized to {per_sample}")
+        outputs: dict[str, list[np.ndarray]] = {n: [] for n in self._out_index}
         for start in range(0, n, batch):
-            chunk = x[start : start + batch]
-            real = len(chunk)
+            chunk = {k: v[start : start + batch] for k, v in feed.items()}
+            real = len(next(iter(chunk.values())))
             if real < batch:  # pad the last batch instead of reallocating
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
-            self._interp.set_tensor(self._in["index"], self._quantize(chunk))
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], batch - real, axis=0)]) for k, v in chunk.items()}
+            self._set(chunk)
             self._interp.invoke()
-            outputs.append(self._dequantize(self._interp.get_tensor(self._out["index"]))[:real])
-        return np.concatenate(outputs)
+            for name, value in self._read().items():
+                outputs[name].append(value[:real])
+        return self.signature.result({k: np.concatenate(v) for k, v in outputs.items()})
 
-    def prepare(self, x: np.ndarray) -> Callable[[], None]:
-        x = self._check(x)
-        if not self._resize(len(x)):
+    def prepare(self, x: Any) -> Callable[[], None]:
+        feed = self._check(x)
+        if not self._resize({k: v.shape for k, v in feed.items()}):
             raise DatasetError(f"{self.name}: input batch is fixed at {self._batch}: measure with batch_size={self._batch}")
-        self._interp.set_tensor(self._in["index"], self._quantize(x))
+        self._set(feed)
         return self._interp.invoke
 
     def memory_info(self) -> dict[str, int]:
@@ -183,7 +253,7 @@ class TFLiteRunner(Runner):
         except (AttributeError, RuntimeError, ValueError):
             return {}
         produced = {int(i) for op in ops for i in op["outputs"]}
-        produced |= {int(d["index"]) for d in self._interp.get_input_details()}
+        produced |= set(self._in_index.values())
         sizes = {int(d["index"]): int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize for d in details}
         activations = sum(size for index, size in sizes.items() if index in produced)
         return {"activation_bytes": activations, "weight_bytes": sum(sizes.values()) - activations}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .. import tfenv
 from ..artifact import Artifact
 from ..dataset import Dataset
@@ -18,7 +20,7 @@ from . import Recipe, VariantRegistry
 
 
 def _configure(variant: str, converter: Any, calibration: Dataset | None,
-               params: dict[str, Any] | None = None) -> dict[str, str]:
+               params: dict[str, Any] | None = None, signature: Any = None) -> dict[str, str]:
     """Set ``converter`` up for ``variant``; return the settings as strings (for metadata)."""
     tf = tfenv.tensorflow()
     settings: dict[str, str] = {}
@@ -32,7 +34,8 @@ def _configure(variant: str, converter: Any, calibration: Dataset | None,
     if variant in ("int8", "int8_io", "int16x8"):
         if calibration is None or len(calibration) == 0:
             raise DatasetError(f"{variant} needs calibration data but the calibration set is empty: give tfopt_dataset training samples")
-        converter.representative_dataset = calibration.representative_dataset()
+        # by input name, each in its own dtype: integer ids are fed as integers, never quantized
+        converter.representative_dataset = calibration.representative_dataset(signature or np.float32)
         settings["representative_dataset"] = f"{len(calibration)} samples"
         ops = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8" if variant == "int16x8" else "TFLITE_BUILTINS_INT8"
         converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, ops)]
@@ -58,7 +61,7 @@ def _build(variant: str) -> Any:
         if calibration is not None:
             source.check_inputs(calibration.x, "calibration data")
         converter = source.converter()
-        settings = _configure(variant, converter, calibration, params)
+        settings = _configure(variant, converter, calibration, params, source.signature)
         try:
             content = converter.convert()
         except (DatasetError, KeyboardInterrupt):
