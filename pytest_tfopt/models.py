@@ -340,7 +340,10 @@ def _from_keras(model: Any, name: str, path: str | None) -> SourceModel:
     by_name = _inputs_by_name(model, inputs, in_names)
     ins = tuple(TensorInfo(n, _per_sample(by_name[n].shape), dtype_name(by_name[n].dtype)) for n in in_names)
     out_names = keras_output_names(model)
-    outs = tuple(TensorInfo(n, _per_sample(t.shape), dtype_name(t.dtype)) for n, t in zip(out_names, model.outputs, strict=True))
+    out_struct = getattr(model, "_outputs_struct", None)
+    # a dict's tensors by key: Keras keeps model.outputs in flattened (sorted) order, not the dict's
+    out_by_name = dict(out_struct) if isinstance(out_struct, dict) else dict(zip(out_names, model.outputs, strict=True))
+    outs = tuple(TensorInfo(n, _per_sample(out_by_name[n].shape), dtype_name(out_by_name[n].dtype)) for n in out_names)
     _check_names(name, ins, outs)
     return SourceModel(flavour, name, Signature(ins, outs), _hash_keras(model), model=model, path=path)
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from . import baseline, budgets_file, report, tfenv
@@ -83,6 +84,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="backend serving: timeout of every request and of a spawned server's start-up (default: 30)")
     parser.addini("tfopt_model", "source model: .keras/.h5 file, SavedModel dir or .tflite (relative to the ini file)")
     parser.addini("tfopt_dataset", ".npz data set with x_train,y_train,x_test,y_test or x,y (relative to the ini file)")
+    parser.addini("tfopt_signature", "SavedModel / .tflite signature to test (default: serving_default)",
+                  default="serving_default")
     parser.addini("tfopt_variants", f"default variants (comma list); default: {DEFAULT_VARIANTS}", default=DEFAULT_VARIANTS)
     parser.addini("tfopt_calibration_size", "calibration samples drawn (seeded) from the training split",
                   default=str(DEFAULT_CALIBRATION_SIZE))
@@ -170,7 +173,7 @@ class TfoptState:
         if key not in self._benches:
             bench = Workbench(model, dataset, cache_dir=self.cache_dir, threads=self.threads, rebuild=self.rebuild,
                               calibration_size=self.calibration_size, variants=self.variants, backends=self.backends,
-                              log=self.progress)
+                              log=self.progress, signature=self.config.getini("tfopt_signature") or "serving_default")
             self._benches[key] = (model, dataset, bench)  # keep the objects alive so ids stay unique
         return self._benches[key][2]
 
@@ -488,15 +491,27 @@ def _recorded(verdict: Any) -> Any:
 
 
 def _measure_accuracy(model: Any, reference: Any) -> None:
-    """Accuracy for the summary and reports, when the evaluation data has labels (memoized per variant)."""
+    """Accuracy for the summary and reports, when the evaluation data has labels (memoized per variant).
+
+    On a model with several outputs: top-1 of each output labeled with integer classes, as ``accuracy[<output>]``.
+    """
     data = model.eval_dataset
     if data is None or data.y is None or "accuracy" in model.measurements:
         return
-    try:
-        model.evaluate()
-        reference.evaluate()
-    except TfoptError:
-        pass  # the default metric does not fit this model; budgets that need one say so themselves
+    names = model.signature.output_names
+    if len(names) == 1:
+        outputs = [None]
+    else:
+        labeled = data.labeled_outputs or []
+        outputs = [n for n in names if n in labeled and np.issubdtype(np.asarray(data.y[n]).dtype, np.integer)]
+    for output in outputs:
+        if output is not None and f"accuracy[{output}]" in model.measurements:
+            continue
+        try:
+            model.evaluate(output=output)
+            reference.evaluate(output=output)
+        except TfoptError:
+            pass  # the default metric does not fit this output; budgets that need one say so themselves
 
 
 def _record(item: pytest.Item, model: Any, reference: Any, verdicts: list[Any], outcome: str) -> None:

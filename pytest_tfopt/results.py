@@ -65,6 +65,17 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
                         f"{key}_wall_s": stats.wall_s, f"{key}_concurrency": stats.concurrency,
                         f"{key}_threads_per_stream": stats.threads_per_stream, f"{key}_cores": stats.cores,
                         f"{key}_mode": stats.mode, f"{key}_rate": stats.rate})
+    outputs = model.signature.output_names
+    if len(outputs) > 1 or len(model.signature.inputs) > 1:
+        row["inputs"] = model.signature.input_names
+        row["outputs"] = outputs
+    for name in outputs if len(outputs) > 1 else []:  # per-output accuracy: accuracy[<output>]
+        key = f"[{name}]"
+        if m.get(f"accuracy{key}") is not None:
+            row[f"accuracy{key}"] = m[f"accuracy{key}"]
+            row[f"metric{key}"] = m.get(f"metric{key}")
+    if model.runner.info.get("input_shapes"):
+        row["input_shapes"] = model.runner.info["input_shapes"]
     if reference is not None:
         row["reference_size_bytes"] = reference.size_bytes
         row["reference_gzip_size_bytes"] = reference.gzip_size_bytes
@@ -73,4 +84,10 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
         if ref_acc is not None and row["accuracy"] is not None and reference.measurements.get("metric") == row["metric"]:
             row["reference_accuracy"] = ref_acc
             row["accuracy_drop"] = ref_acc - row["accuracy"]
+        for name in outputs if len(outputs) > 1 else []:
+            key = f"[{name}]"
+            ours, theirs = row.get(f"accuracy{key}"), reference.measurements.get(f"accuracy{key}")
+            if ours is not None and theirs is not None and reference.measurements.get(f"metric{key}") == row[f"metric{key}"]:
+                row[f"reference_accuracy{key}"] = theirs
+                row[f"accuracy_drop{key}"] = theirs - ours
     return row

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,7 @@ from .dataset import Dataset
 from .errors import DatasetError, UsageError
 from .measure import accuracy as acc
 from .measure.latency import MODES, LatencySettings, LatencyStats, measure, request
+from .signature import Signature, TensorInfo, arrays, resized
 
 
 class RunnableModel:
@@ -35,10 +36,10 @@ class RunnableModel:
         self._gzip: int | None = None
         self._memory: dict[int, Any] = {}
         self._test: str | None = None
-        self._accuracy: dict[tuple[str, str], float] = {}
+        self._accuracy: dict[tuple[str, str, str], float] = {}
         self._latency: dict[tuple[Any, ...], LatencyStats] = {}
         self._load_stats: dict[tuple[Any, ...], Any] = {}
-        self._predictions: dict[str, np.ndarray] = {}
+        self._predictions: dict[str, Any] = {}
         self._load = load
 
     def __repr__(self) -> str:
@@ -65,33 +66,91 @@ class RunnableModel:
         """How it runs (delegate, threads, fallbacks) and how it was built (artifact metadata)."""
         return {**self.artifact.metadata, **self.runner.info}
 
-    def predict(self, x: Any, batch_size: int | None = None) -> np.ndarray:
-        """Float outputs for inputs ``x`` (one sample or a batch), run in batches."""
-        return self.runner.predict(np.asarray(x), batch_size)
+    @property
+    def signature(self) -> Signature:
+        """The named inputs and outputs this model runs with (the runtime's own names).
 
-    def evaluate(self, dataset: Dataset | None = None, metric: Any = None) -> float:
-        """``metric`` (default top-1 accuracy) on ``dataset`` (default the evaluation split)."""
+        A runner of a third-party backend that names nothing is taken as one input and one output.
+        """
+        sig = getattr(self.runner, "signature", None)
+        if sig is None:
+            shape = tuple(getattr(self.runner, "input_shape", ()) or ())
+            sig = Signature((TensorInfo("input", shape, "float32"),), (TensorInfo("output_0", (), "float32"),))
+        return sig
+
+    def predict(self, x: Any, batch_size: int | None = None) -> Any:
+        """Float outputs for inputs ``x`` (one sample or a batch; an array or a mapping input name → array).
+
+        Returns an array for a one-output model, else a dict output name → array. Run in batches.
+        """
+        return self.runner.predict(x if isinstance(x, Mapping) else np.asarray(x), batch_size)
+
+    def evaluate(self, dataset: Dataset | None = None, metric: Any = None, output: str | None = None) -> float:
+        """``metric`` (default top-1 accuracy) of ``output`` on ``dataset`` (default the evaluation split).
+
+        ``output`` names the output to score on a model with several (see :meth:`output_for`); recorded
+        as ``accuracy`` (one output) or ``accuracy[<output>]`` in :attr:`measurements`.
+        """
         data = self._data(dataset, "evaluate()")
-        if data.y is None:
-            raise DatasetError(f"{data.name} has no labels: accuracy needs y (give y_test in the .npz)")
+        name = self.output_for(output, data)
+        labels = self._labels(data, name)
         m = acc.resolve(metric)
-        key = (data.hash, m.name if m.builtin else f"{m.name}@{id(m.fn)}")
+        key = (data.hash, name, m.name if m.builtin else f"{m.name}@{id(m.fn)}")
         if key not in self._accuracy:
-            self._accuracy[key] = m(data.y, self.predictions(data))
+            self._accuracy[key] = m(labels, self.output(name, data))
         value = self._accuracy[key]
-        self.measurements["accuracy"] = value
-        self.measurements["metric"] = m.name
+        suffix = self.suffix(name)
+        self.measurements[f"accuracy{suffix}"] = value
+        self.measurements[f"metric{suffix}"] = m.name
         return value
 
-    def correct(self, metric: Any = None, dataset: Dataset | None = None) -> np.ndarray:
-        """Per sample, is ``metric`` (a per-sample one: top-1, top-k) right on ``dataset``? Boolean array."""
+    def correct(self, metric: Any = None, dataset: Dataset | None = None, output: str | None = None) -> np.ndarray:
+        """Per sample, is ``metric`` (a per-sample one: top-1, top-k) right for ``output`` on ``dataset``? Boolean array."""
         data = self._data(dataset, "correct()")
         m = acc.resolve(metric)
         if m.correct is None:
             raise UsageError(f"metric {m.name!r} does not score samples one by one: use top1 or top<k>")
+        name = self.output_for(output, data)
+        return np.asarray(m.correct(self._labels(data, name), self.output(name, data)), bool)
+
+    def output_for(self, output: str | None, data: Dataset | None = None) -> str:
+        """The output a labeled metric scores: ``output`` (checked), the only output, or the only labeled one.
+
+        On a model with several outputs and labels for several of them, ``output=`` must say which
+        (a :class:`UsageError` listing them).
+        """
+        sig = self.signature
+        if output is not None or len(sig.outputs) == 1:
+            return sig.output(output)
+        labeled = (data.labeled_outputs if data is not None else None) or []
+        labeled = [n for n in sig.output_names if n in labeled]
+        if len(labeled) == 1:
+            return labeled[0]
+        if labeled:
+            raise UsageError(f"the data set labels {len(labeled)} outputs ({', '.join(labeled)}): pass output=\"name\" "
+                             "to say which one to score")
+        return sig.output(None)  # raises, naming the outputs
+
+    def suffix(self, output: str) -> str:
+        """``""`` on a one-output model, else ``[<output>]``: how per-output metrics are named in rows."""
+        return "" if len(self.signature.outputs) == 1 else f"[{output}]"
+
+    def _labels(self, data: Dataset, output: str) -> np.ndarray:
         if data.y is None:
-            raise DatasetError(f"{data.name} has no labels: accuracy needs y (give y_test in the .npz)")
-        return np.asarray(m.correct(data.y, self.predictions(data)), bool)
+            raise DatasetError(f"{data.name} has no labels: accuracy needs y (give y_test in the .npz), or use the "
+                               "label-free markers min_fidelity / max_output_diff")
+        if isinstance(data.y, Mapping):
+            labels = data.y.get(output)
+            if labels is None:
+                raise UsageError(
+                    f"{data.name} has no labels for output {output!r} (labeled: {', '.join(data.y)}): give "
+                    f"y_test:{output} in the .npz, score a labeled output with output=..., or use min_fidelity / "
+                    "max_output_diff"
+                )
+            return labels
+        if len(self.signature.outputs) > 1 and output is None:
+            raise UsageError("y is one array but the model has several outputs: give y as a mapping output name → labels")
+        return data.y
 
     def _data(self, dataset: Any, caller: str) -> Dataset:
         """``dataset`` as a Dataset, or the evaluation split (Datasets are never empty)."""
@@ -100,15 +159,24 @@ class RunnableModel:
             raise DatasetError(f"{caller} needs a data set: pass one or configure tfopt_dataset")
         return data
 
-    def predictions(self, dataset: Dataset | None = None) -> np.ndarray:
-        """Outputs on ``dataset`` (default the evaluation split), memoized per data set (read-only)."""
+    def predictions(self, dataset: Dataset | None = None) -> Any:
+        """Outputs on ``dataset`` (default the evaluation split), memoized per data set (read-only).
+
+        An array for a one-output model, else a dict output name → array.
+        """
         data = self._data(dataset, "predictions()")
         if data.hash not in self._predictions:
             data.check_finite(f"evaluation data ({data.name})")
             out = self.predict(data.x)
-            out.flags.writeable = False
+            for arr in arrays(out):
+                arr.flags.writeable = False
             self._predictions[data.hash] = out
         return self._predictions[data.hash]
+
+    def output(self, name: str | None = None, dataset: Dataset | None = None) -> np.ndarray:
+        """The outputs named ``name`` (default: the only output) on ``dataset``, read-only."""
+        out = self.predictions(dataset)
+        return out[self.signature.output(name)] if isinstance(out, Mapping) else out
 
     def memory(self, batch_size: int = 1) -> Any:
         """Peak resident memory (MiB) loading this artifact and running one batch adds, in a fresh process."""
@@ -199,12 +267,17 @@ class RunnableModel:
         if mode not in MODES:
             raise UsageError(f"latency mode {mode!r}: use one of {', '.join(MODES)}")
 
-    def _latency_input(self, batch_size: int) -> np.ndarray:
+    def _latency_input(self, batch_size: int) -> Any:
+        """``batch_size`` samples of the evaluation data (one invocation feeds every input), else random ones."""
+        sig = self.signature
         if self.eval_dataset is not None and len(self.eval_dataset):
-            x = self.eval_dataset.x
-            return np.resize(x, (batch_size, *x.shape[1:])).astype(np.float32)
-        shape = tuple(d or 1 for d in self.runner.input_shape)
-        return np.random.default_rng(0).random((batch_size, *shape), dtype=np.float32)
+            feed = sig.feed(resized(self.eval_dataset.x, batch_size), "evaluation data", self.variant, one_sample=False)
+        else:
+            rng = np.random.default_rng(0)
+            feed = {t.name: (rng.random((batch_size, *(d or 8 for d in t.shape))) if t.is_float
+                             else np.zeros((batch_size, *(d or 8 for d in t.shape)))).astype(t.dtype)
+                    for t in sig.inputs}
+        return feed[sig.inputs[0].name] if len(sig.inputs) == 1 else feed
 
 
 def load_key(concurrency: int, batch_size: int, mode: str, rate: float | None = None) -> str:

@@ -25,7 +25,7 @@ from .cache import ArtifactCache, cache_key
 from .dataset import Dataset
 from .errors import BackendUnavailable, DatasetError, ModelLoadError
 from .measure.latency import LatencySettings
-from .models import SourceModel, load_model
+from .models import DEFAULT_SIGNATURE, SourceModel, load_model
 from .runnable import RunnableModel
 from .variants import Plan, VariantRegistry
 from .variants import default_registry as default_variants
@@ -39,15 +39,18 @@ class Workbench:
 
     ``model``: path or Keras model; ``dataset``: :class:`Dataset`, ``.npz`` path,
     ``tf.data.Dataset`` or ``(x, y)``. ``threads``: runtime threads (default: the
-    cores of this process, shared among xdist workers).
+    cores of this process, shared among xdist workers). ``signature``: the SavedModel /
+    ``.tflite`` signature to test.
     """
 
     def __init__(self, model: Any, dataset: Any = None, *, cache_dir: str | os.PathLike | None = None,
                  threads: int | None = None, rebuild: bool = False,
                  calibration_size: int = DEFAULT_CALIBRATION_SIZE,
                  variants: VariantRegistry | None = None, backends: BackendRegistry | None = None,
-                 latency: LatencySettings | None = None, log: Callable[[str], None] | None = None) -> None:
+                 latency: LatencySettings | None = None, log: Callable[[str], None] | None = None,
+                 signature: str = DEFAULT_SIGNATURE) -> None:
         self._model_arg = model
+        self.signature_key = signature
         self._dataset_arg = dataset
         self.cache = ArtifactCache(cache_dir or os.path.join(tempfile.gettempdir(), "pytest-tfopt-cache"), rebuild)
         self.threads = threads or tfenv.default_threads()
@@ -66,7 +69,7 @@ class Workbench:
         if self._source is None:
             if self._model_arg is None:
                 raise ModelLoadError("no model configured: set ini tfopt_model or override the tfopt_model fixture")
-            self._source = load_model(self._model_arg)
+            self._source = load_model(self._model_arg, self.signature_key)
         return self._source
 
     @property
@@ -117,6 +120,7 @@ class Workbench:
             "backend": be.name,
             "source_model": source.name,
             "source_hash": source.hash,
+            **({"signature": source.signature_key} if source.signature_key != DEFAULT_SIGNATURE else {}),
             "calibration_hash": calibration.hash if calibration is not None else None,
             "calibration_size": len(calibration) if calibration is not None else 0,
             "training_hash": train.hash if train is not None else None,

@@ -22,9 +22,15 @@ from .quality import AccuracyDrop, MaxOutputDiff, MinFidelity
 METHODS = ("bootstrap", "mcnemar")
 
 
+def _output(marker: str, output: Any) -> str | None:
+    if output is not None and (not isinstance(output, str) or not output):
+        raise UsageError(f"{marker}(output=...) must be an output name, got {show(output)}")
+    return output
+
+
 def _accuracy(marker: str, limit: Any = None, relative: bool = False, metric: Any = None,
               confidence: Any = None, method: Any = None, top_k: Any = None,
-              higher_is_better: Any = None) -> AccuracyDrop:
+              higher_is_better: Any = None, output: Any = None) -> AccuracyDrop:
     if limit is None:
         raise UsageError(f"{marker} needs the budget, e.g. @pytest.mark.{marker}(0.01)")
     number(limit, f"{marker} budget", allow_zero=True)
@@ -55,16 +61,17 @@ def _accuracy(marker: str, limit: Any = None, relative: bool = False, metric: An
             raise UsageError(f"{marker}(method='mcnemar') bounds the absolute drop: drop relative=True or use "
                              "method='bootstrap'")
     return AccuracyDrop(float(limit), relative, metric, marker, None if confidence is None else float(confidence),
-                        method or "bootstrap", higher_is_better)
+                        method or "bootstrap", higher_is_better, _output(marker, output))
 
 
-def _fidelity(limit: Any = None, metric: Any = "top1_agreement") -> MinFidelity:
+def _fidelity(limit: Any = None, metric: Any = "top1_agreement", output: Any = None) -> MinFidelity:
     if limit is None:
         raise UsageError("min_fidelity needs the threshold, e.g. @pytest.mark.min_fidelity(0.99, metric=\"top1_agreement\")")
     if not isinstance(metric, str):
         raise UsageError(f"min_fidelity(metric=...) must be a name, got {show(metric)}")
     fidelity.resolve(metric)
-    return MinFidelity(number(limit, "min_fidelity threshold", positive=False), metric)
+    return MinFidelity(number(limit, "min_fidelity threshold", positive=False), metric,
+                       output=_output("min_fidelity", output))
 
 
 def _latency(limit_ms: Any = None, percentile: Any = 50, batch_size: Any = 1, mode: Any = "invoke",
@@ -110,12 +117,12 @@ def _speedup(ratio: Any = None, reference: Any = "fp32", batch_size: Any = 1) ->
     return MinSpeedup(number(ratio, "min_speedup"), reference, batch_size)
 
 
-def _output_diff(atol: Any = 1e-3, rtol: Any = 0.0, reference: Any = "tf") -> MaxOutputDiff:
+def _output_diff(atol: Any = 1e-3, rtol: Any = 0.0, reference: Any = "tf", output: Any = None) -> MaxOutputDiff:
     value_atol = number(atol, "max_output_diff(atol=...)", allow_zero=True)
     value_rtol = number(rtol, "max_output_diff(rtol=...)", allow_zero=True)
     if not isinstance(reference, str) or not reference:
         raise UsageError(f"max_output_diff(reference=...) must be a backend name, got {show(reference)}")
-    return MaxOutputDiff(value_atol, value_rtol, reference)
+    return MaxOutputDiff(value_atol, value_rtol, reference, output=_output("max_output_diff", output))
 
 
 def _memory(limit_mb: Any = None) -> MaxMemory:
@@ -169,11 +176,11 @@ PARSERS = {
 }
 
 MARKER_DOCS = {
-    "max_accuracy_drop": "max_accuracy_drop(drop, relative=False, metric=None, confidence=None, method='bootstrap', top_k=None, higher_is_better=None): the metric (top1 default, top<k>, auc, mae, rmse or a callable) may be at most `drop` worse than fp32 on eval_dataset; with confidence, the upper bound of the paired interval (method 'bootstrap' or 'mcnemar') must be.",
-    "min_accuracy_drop": "min_accuracy_drop(drop, relative=False, metric=None, confidence=None, method='bootstrap', top_k=None, higher_is_better=None): alias of max_accuracy_drop (same meaning).",
-    "min_fidelity": "min_fidelity(threshold, metric='top1_agreement'): label-free agreement with fp32's outputs on eval_dataset (top1_agreement, cosine, snr_db: at least; kl_divergence, max_abs_error: at most).",
+    "max_accuracy_drop": "max_accuracy_drop(drop, relative=False, metric=None, confidence=None, method='bootstrap', top_k=None, higher_is_better=None, output=None): the metric (top1 default, top<k>, auc, mae, rmse or a callable) may be at most `drop` worse than fp32 on eval_dataset; with confidence, the upper bound of the paired interval (method 'bootstrap' or 'mcnemar') must be; output='name' picks the output of a model with several.",
+    "min_accuracy_drop": "min_accuracy_drop(drop, relative=False, metric=None, confidence=None, method='bootstrap', top_k=None, higher_is_better=None, output=None): alias of max_accuracy_drop (same meaning).",
+    "min_fidelity": "min_fidelity(threshold, metric='top1_agreement', output=None): label-free agreement with fp32's outputs on eval_dataset (top1_agreement, cosine, snr_db: at least; kl_divergence, max_abs_error: at most); without output=, every output of a model with several, the worst decides.",
     "max_latency_ms": "max_latency_ms(ms, percentile=50, batch_size=1, mode='invoke', concurrency=1, preprocess=None, postprocess=None): the variant's latency percentile must be at most `ms` (inconclusive when its 95% interval straddles `ms`); mode 'invoke' or 'end_to_end'; concurrency=N: per-request latency with N concurrent streams, throughput reported; rate=R: open loop, Poisson arrivals at R requests/s served by `concurrency` workers (MLPerf Server-like).",
-    "max_output_diff": "max_output_diff(atol=1e-3, rtol=0, reference='tf'): every output within atol + rtol*|ref| of fp32 on the reference backend (same eval_dataset inputs).",
+    "max_output_diff": "max_output_diff(atol=1e-3, rtol=0, reference='tf', output=None): every output within atol + rtol*|ref| of fp32 on the reference backend (same eval_dataset inputs); output='name' checks one output of a model with several.",
     "max_memory_mb": "max_memory_mb(mib): peak resident memory a fresh load + one run of the variant adds (Linux); reports the interpreter's tensor memory too where the runtime gives it.",
     "min_throughput": "min_throughput(samples_per_s, batch_size=1): at least this many samples/s at the median latency.",
     "min_speedup": "min_speedup(ratio, reference='fp32', batch_size=1): reference time / variant time, measured interleaved, at least `ratio` (decided on its 95% interval).",

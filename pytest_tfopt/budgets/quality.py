@@ -36,15 +36,19 @@ class AccuracyDrop:
     confidence: float | None = None
     method: str = "bootstrap"
     higher_is_better: bool | None = None
+    #: the output scored on a model with several (``None``: the only one, or the only labeled one)
+    output: str | None = None
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
         m = acc.resolve(self.metric, self.higher_is_better)
-        value = model.evaluate(metric=m)
-        ref = reference.evaluate(metric=m)
+        name = model.output_for(self.output, model.eval_dataset)
+        value = model.evaluate(metric=m, output=name)
+        ref = reference.evaluate(metric=m, output=name)
+        who = about(model) + (f", output {name!r}" if model.suffix(name) else "")
         if self.confidence is None:
-            return self.judge(about(model), m, value, ref)
+            return self.judge(who, m, value, ref)
         samples = len(model.eval_dataset) if model.eval_dataset is not None else 0
-        return self.judge(about(model), m, value, ref, self._interval(model, reference, m), samples)
+        return self.judge(who, m, value, ref, self._interval(model, reference, m, name), samples)
 
     def check_row(self, row: dict[str, Any]) -> Verdict | str:
         """The verdict from a result row's accuracy and fp32 reference accuracy, or why it cannot be given."""
@@ -69,6 +73,8 @@ class AccuracyDrop:
         drop = m.drop(ref, value, self.relative)
         unit = " (relative)" if self.relative else ""
         args = f"{self.limit:g}{', relative=True' if self.relative else ''}"
+        if self.output is not None:
+            args += f", output={self.output!r}"
         shown, note = "", ""
         decisive = drop
         if interval is not None:
@@ -94,23 +100,38 @@ class AccuracyDrop:
                            ([self.method] if self.confidence is not None and self.method != "bootstrap" else []))
         return Verdict(self.marker, passed, value, ref, self.limit, text, detail)
 
-    def _interval(self, model: RunnableModel, reference: RunnableModel, m: acc.Metric) -> tuple[float, float, str]:
-        """(low, high, what else to say) of the drop at ``confidence``."""
+    def _interval(self, model: RunnableModel, reference: RunnableModel, m: acc.Metric,
+                  output: str) -> tuple[float, float, str]:
+        """(low, high, what else to say) of the drop of ``output`` at ``confidence``."""
         confidence = self.confidence or 0.95
         if self.method == "mcnemar":
-            ours, theirs = model.correct(m), reference.correct(m)
+            ours, theirs = model.correct(m, output=output), reference.correct(m, output=output)
             b = int(np.sum(theirs & ~ours))  # fp32 right, variant wrong
             c = int(np.sum(~theirs & ours))  # fp32 wrong, variant right
             lo, hi = tango_interval(b, c, len(ours), confidence)
             return lo, hi, f" (Tango score interval; {b} lost vs {c} gained, exact McNemar p={mcnemar_exact(b, c):.3g})"
         data = model.eval_dataset
-        ours, theirs = model.predictions(), reference.predictions()
+        ours, theirs = model.output(output), reference.output(output)
+        labels = model._labels(data, output)
 
         def stat(index):  # type: ignore[no-untyped-def]
-            return m.drop(m(data.y[index], theirs[index]), m(data.y[index], ours[index]), self.relative)
+            return m.drop(m(labels[index], theirs[index]), m(labels[index], ours[index]), self.relative)
 
         lo, hi = paired_bootstrap(len(data), stat, confidence)
         return lo, hi, ""
+
+
+def _outputs(model: RunnableModel, output: str | None) -> list[str]:
+    """The outputs a label-free budget judges: ``output`` (checked), else every output."""
+    return [model.signature.output(output)] if output is not None else model.signature.output_names
+
+
+def _worst_note(model: RunnableModel, worst: str, values: dict[str, float], fmt: str = ".4f") -> str:
+    """``, output 'box' (worst; others: face 31.2, score 40.1)`` on a model with several outputs."""
+    if not model.suffix(worst):
+        return ""
+    others = [f"{n} {v:{fmt}}" for n, v in values.items() if n != worst]
+    return f", output {worst!r}" + (f" (worst of {len(values)}; others: {', '.join(others)})" if others else "")
 
 
 @dataclass(frozen=True)
@@ -118,21 +139,30 @@ class MinFidelity:
     """Label-free: the variant's outputs agree with fp32's (same inputs) at least ``limit`` on ``metric``.
 
     For lower-is-better metrics (``kl_divergence``, ``max_abs_error``) ``limit`` is the most allowed.
+    Without ``output`` every output of a model with several is judged and the worst decides.
     """
 
     limit: float
     metric: str = "top1_agreement"
     marker: str = "min_fidelity"
+    output: str | None = None
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
         fm = fidelity.resolve(self.metric)
-        value = fm.fn(reference.predictions(), model.predictions())
-        model.measurements[f"fidelity_{fm.name}"] = value
+        values: dict[str, float] = {}
+        for name in _outputs(model, self.output):
+            value = fm.fn(reference.output(name), model.output(name))
+            model.measurements[f"fidelity_{fm.name}{model.suffix(name)}"] = value
+            values[name] = value
+        pick = min if fm.higher_is_better else max
+        worst = pick(values, key=lambda n: values[n])
+        value = values[worst]
         passed = value >= self.limit if fm.higher_is_better else value <= self.limit
         op = (">=" if passed else "<") if fm.higher_is_better else ("<=" if passed else ">")
+        args = f"{self.limit:g}, metric={self.metric!r}" + (f", output={self.output!r}" if self.output else "")
         text = (
-            f"min_fidelity({self.limit:g}, metric={self.metric!r}) {'holds' if passed else 'broken'}: "
-            f"{about(model)}: {fm.name} vs fp32 {value:.4f} {op} budget {self.limit:g}"
+            f"min_fidelity({args}) {'holds' if passed else 'broken'}: "
+            f"{about(model)}{_worst_note(model, worst, values)}: {fm.name} vs fp32 {value:.4f} {op} budget {self.limit:g}"
         )
         return Verdict(self.marker, passed, value, None, self.limit, text)
 
@@ -142,32 +172,50 @@ class MaxOutputDiff:
     """Every output of the variant within ``atol + rtol * |ref|`` of fp32 on ``reference_backend``.
 
     Same inputs (``eval_dataset``); the message also gives mean absolute error, cosine
-    similarity and top-1 agreement.
+    similarity and top-1 agreement. Without ``output`` every output of a model with several is
+    checked; the message names the worst one and lists the others.
     """
 
     atol: float = 1e-3
     rtol: float = 0.0
     reference_backend: str = "tf"
     marker: str = "max_output_diff"
+    output: str | None = None
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
-        ours, theirs = model.predictions(), reference.predictions()
-        if ours.shape != theirs.shape:
+        names = _outputs(model, self.output)
+        missing = [n for n in names if n not in reference.signature.output_names]
+        if missing:
             return Verdict(self.marker, False, float("inf"), None, self.atol,
-                           f"max_output_diff broken: {about(model)} outputs {ours.shape} but fp32 on "
-                           f"{reference.backend} outputs {theirs.shape}")
+                           f"max_output_diff broken: {about(model)} has outputs {', '.join(missing)} that fp32 on "
+                           f"{reference.backend} does not have ({', '.join(reference.signature.output_names)})")
+        stats = {n: self._compare(model, reference, n) for n in names}
+        broken = [n for n in names if stats[n][0] is not None or stats[n][1] > 0]
+        worst = max(names, key=lambda n: (stats[n][0] is not None, stats[n][1] > 0, stats[n][2]))
+        passed = not broken
+        args = f"atol={self.atol:g}, rtol={self.rtol:g}, reference={self.reference_backend!r}"
+        args += f", output={self.output!r}" if self.output else ""
+        shape_error, beyond, max_diff, text = stats[worst]
+        others = ""
+        if len(names) > 1:
+            others = f"; other outputs: {', '.join(f'{n} max {stats[n][2]:.3g}' for n in names if n != worst)}"
+        where = f", output {worst!r}" if model.suffix(worst) else ""
+        message = (f"max_output_diff({args}) {'holds' if passed else 'broken'}: {about(model)}{where} vs fp32 on "
+                   f"{reference.backend}: {shape_error or text}{others}")
+        return Verdict(self.marker, passed, float("inf") if shape_error else max_diff, None, self.atol, message)
+
+    def _compare(self, model: RunnableModel, reference: RunnableModel, name: str) -> tuple[Any, int, float, str]:
+        """(shape error or None, outputs beyond the budget, max |diff|, description) of output ``name``."""
+        ours, theirs = model.output(name), reference.output(name)
+        if ours.shape != theirs.shape:
+            return f"outputs {ours.shape} but fp32 outputs {theirs.shape}", 1, float("inf"), ""
         diff = np.abs(ours.astype(np.float64) - theirs)
         beyond = int(np.sum(diff > self.atol + self.rtol * np.abs(theirs)))
         worst, mean = float(diff.max()), float(diff.mean())
         cos, agree = fidelity.cosine(theirs, ours), fidelity.top1_agreement(theirs, ours)
-        prefix = f"parity_{reference.backend}"
-        model.measurements.update({f"{prefix}_max_abs": worst, f"{prefix}_mean_abs": mean,
-                                   f"{prefix}_cosine": cos, f"{prefix}_top1_agreement": agree})
-        passed = beyond == 0
-        text = (
-            f"max_output_diff(atol={self.atol:g}, rtol={self.rtol:g}, reference={self.reference_backend!r}) "
-            f"{'holds' if passed else 'broken'}: {about(model)} vs fp32 on {reference.backend}: max |diff| {worst:.3g}, "
-            f"mean {mean:.3g}, cosine {cos:.6f}, top-1 agreement {agree:.2%}; "
-            f"{beyond} of {diff.size} outputs beyond atol + rtol*|ref|"
-        )
-        return Verdict(self.marker, passed, worst, None, self.atol, text)
+        prefix, suffix = f"parity_{reference.backend}", model.suffix(name)
+        model.measurements.update({f"{prefix}_max_abs{suffix}": worst, f"{prefix}_mean_abs{suffix}": mean,
+                                   f"{prefix}_cosine{suffix}": cos, f"{prefix}_top1_agreement{suffix}": agree})
+        text = (f"max |diff| {worst:.3g}, mean {mean:.3g}, cosine {cos:.6f}, top-1 agreement {agree:.2%}; "
+                f"{beyond} of {diff.size} outputs beyond atol + rtol*|ref|")
+        return None, beyond, worst, text
