@@ -157,9 +157,19 @@ def same_hardware(doc: dict[str, Any]) -> bool:
     return recorded == hardware()
 
 
+def split_output(metric: str) -> tuple[str, str | None]:
+    """``"accuracy[risk]"`` → ``("accuracy", "risk")`` (a metric of one output); ``"size"`` → ``("size", None)``."""
+    base, bracket, rest = metric.partition("[")
+    if bracket and rest.endswith("]") and len(rest) > 1:
+        return base, rest[:-1]
+    return metric, None
+
+
 def metric_value(row: dict[str, Any], metric: str) -> float | None:
-    key, _ = METRICS[metric]
-    value = row.get(key)
+    """The value of change metric ``metric`` (``accuracy[<output>]`` for one output) in a result row."""
+    base, output = split_output(metric)
+    key, _ = METRICS[base]
+    value = row.get(key if output is None else f"{key}[{output}]")
     return None if value is None else float(value)
 
 
@@ -174,7 +184,8 @@ def ratchet(old: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[dict[str, 
             improved += 1
             continue
         base = by_key[key]
-        for field, higher in METRICS.values():
+        per_output = [(k, True) for k in row if k.startswith("accuracy[")]  # accuracy of each labeled output
+        for field, higher in [*METRICS.values(), *per_output]:
             new, was = row.get(field), base.get(field)
             if new is None:
                 continue

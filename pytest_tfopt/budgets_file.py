@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from .budgets import CHANGE_METRICS, PARSERS, ChangeBudget, parse_change, parse_marker
+from .budgets import CHANGE_METRICS, PARSERS, ChangeBudget, is_change_metric, parse_change, parse_marker
 from .errors import UsageError
 
 if sys.version_info >= (3, 11):
@@ -120,7 +120,7 @@ def parse(text: str, path: str, pyproject: bool = False) -> BudgetsFile:
                     selectors[key] = value
                 elif key in PARSERS:
                     budgets[key] = _budget(key, value)
-                elif key in CHANGE_METRICS:
+                elif is_change_metric(key):
                     changes[key] = parse_change(key, value)
                 else:
                     raise UsageError(f"unknown key {key!r}: valid keys are {valid}")

@@ -410,7 +410,8 @@ def _budgets(item: pytest.Item, state: TfoptState, model: Any) -> tuple[list[Any
     base = state.baseline_rows.get((item.nodeid, model.variant, model.backend))
     checks = []
     for metric, change in changes.items():
-        comparable = base is not None and (state.same_hardware or metric in baseline.HARDWARE_INDEPENDENT)
+        comparable = base is not None and (state.same_hardware
+                                           or baseline.split_output(metric)[0] in baseline.HARDWARE_INDEPENDENT)
         checks.append((change, baseline.metric_value(base, metric) if comparable else None))
     return values, checks
 

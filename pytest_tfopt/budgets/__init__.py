@@ -15,7 +15,7 @@ arguments → budgets), :mod:`.rows` (budgets on result rows).
 
 from __future__ import annotations
 
-from .change import CHANGE_METRICS, ChangeBudget, parse_change
+from .change import CHANGE_METRICS, ChangeBudget, is_change_metric, parse_change
 from .footprint import MaxMemory, MaxSize, MaxUniqueWeights, MinCompression, MinSparsity
 from .markers import MARKER_DOCS, METHODS, PARSERS, PERCENTILES, parse_marker
 from .perf import MaxLatency, MinSpeedup, MinThroughput
@@ -24,7 +24,7 @@ from .rows import check_row
 from .verdict import Verdict
 
 __all__ = [
-    "CHANGE_METRICS", "MARKER_DOCS", "METHODS", "PARSERS", "PERCENTILES",
+    "CHANGE_METRICS", "is_change_metric", "MARKER_DOCS", "METHODS", "PARSERS", "PERCENTILES",
     "AccuracyDrop", "ChangeBudget", "MaxLatency", "MaxMemory", "MaxOutputDiff", "MaxSize", "MaxUniqueWeights",
     "MinCompression", "MinFidelity", "MinSparsity", "MinSpeedup", "MinThroughput", "Verdict",
     "check_row", "parse_change", "parse_marker",

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..baseline import metric_value
+from ..baseline import metric_value, split_output
 from ..errors import UsageError
 from ..runnable import RunnableModel
 from .arguments import show
@@ -20,6 +20,14 @@ CHANGE_METRICS = {
     "latency_p50": (False, (" ms", ".3f"), lambda m: m.latency(1).p50_ms),
     "latency_p95": (False, (" ms", ".3f"), lambda m: m.latency(1).p95_ms),
 }
+#: metrics that may name one output of a model with several: ``accuracy[risk] = "-0.01"``
+PER_OUTPUT = ("accuracy",)
+
+
+def is_change_metric(metric: str) -> bool:
+    """Whether ``metric`` is a change metric (``accuracy[<output>]`` included)."""
+    base, output = split_output(metric)
+    return base in CHANGE_METRICS and (output is None or base in PER_OUTPUT)
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,10 @@ class ChangeBudget:
 
     def measure(self, model: RunnableModel) -> float:
         """The metric's current value (measuring it records it in the model's measurements)."""
-        return float(CHANGE_METRICS[self.metric][2](model))
+        base, output = split_output(self.metric)
+        if output is not None:
+            return float(model.evaluate(output=output))
+        return float(CHANGE_METRICS[base][2](model))
 
     def check(self, model: RunnableModel, baseline_value: float, value: float | None = None) -> Verdict:
         """The verdict on ``model`` (measured unless ``value`` is given) against ``baseline_value``."""
@@ -57,7 +68,7 @@ class ChangeBudget:
 
     def judge(self, who: str, baseline_value: float, value: float) -> Verdict:
         """The verdict on ``value`` against ``baseline_value``, both in the metric's units."""
-        higher, (unit, fmt), _ = CHANGE_METRICS[self.metric]
+        higher, (unit, fmt), _ = CHANGE_METRICS[split_output(self.metric)[0]]
         worse = baseline_value - value if higher else value - baseline_value
         amount = worse / abs(baseline_value) if self.relative and baseline_value else worse
         passed = amount <= self.allowed + 1e-12
@@ -73,9 +84,10 @@ class ChangeBudget:
 
 def parse_change(metric: str, spec: Any) -> ChangeBudget:
     """A :class:`ChangeBudget` from ``"+10%"``, ``"-0.005"``, ``"+0%"``; usage errors say how to write it."""
-    if metric not in CHANGE_METRICS:
-        raise UsageError(f"unknown change metric {show(metric)}: use one of {', '.join(CHANGE_METRICS)}")
-    higher = CHANGE_METRICS[metric][0]
+    if not is_change_metric(metric):
+        raise UsageError(f"unknown change metric {show(metric)}: use one of {', '.join(CHANGE_METRICS)} "
+                         "(accuracy[<output>] for one output of a model with several)")
+    higher = CHANGE_METRICS[split_output(metric)[0]][0]
     worse_sign = "-" if higher else "+"
     example = f"{metric} = \"{worse_sign}{'0.005' if higher else '10%'}\""
     if isinstance(spec, int) and not isinstance(spec, bool) and spec.bit_length() > 64:

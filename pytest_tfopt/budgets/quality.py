@@ -96,7 +96,8 @@ class AccuracyDrop:
             f"{self.marker}({args}) {verb}: {who}: {m.name} {value:.4f} vs fp32 "
             f"{ref:.4f}, drop {drop:.4f}{unit}{shown} {'>' if passed is False else '<='} budget {self.limit:g}{note}"
         )
-        detail = ", ".join(([m.name] if m.name not in ("top1", "accuracy") else []) +
+        detail = ", ".join(([self.output] if self.output else []) +
+                           ([m.name] if m.name not in ("top1", "accuracy") else []) +
                            ([self.method] if self.confidence is not None and self.method != "bootstrap" else []))
         return Verdict(self.marker, passed, value, ref, self.limit, text, detail)
 
@@ -164,7 +165,7 @@ class MinFidelity:
             f"min_fidelity({args}) {'holds' if passed else 'broken'}: "
             f"{about(model)}{_worst_note(model, worst, values)}: {fm.name} vs fp32 {value:.4f} {op} budget {self.limit:g}"
         )
-        return Verdict(self.marker, passed, value, None, self.limit, text)
+        return Verdict(self.marker, passed, value, None, self.limit, text, self.output or "")
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,8 @@ class MaxOutputDiff:
         where = f", output {worst!r}" if model.suffix(worst) else ""
         message = (f"max_output_diff({args}) {'holds' if passed else 'broken'}: {about(model)}{where} vs fp32 on "
                    f"{reference.backend}: {shape_error or text}{others}")
-        return Verdict(self.marker, passed, float("inf") if shape_error else max_diff, None, self.atol, message)
+        return Verdict(self.marker, passed, float("inf") if shape_error else max_diff, None, self.atol, message,
+                       self.output or "")
 
     def _compare(self, model: RunnableModel, reference: RunnableModel, name: str) -> tuple[Any, int, float, str]:
         """(shape error or None, outputs beyond the budget, max |diff|, description) of output ``name``."""

@@ -36,13 +36,23 @@ def _budgets(row: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
+def _accuracy(row: dict[str, Any]) -> tuple[str, str]:
+    """(accuracy, drop) cells; a model with several outputs shows each labeled output's, named."""
+    if row.get("accuracy") is not None or not any(k.startswith("accuracy[") for k in row):
+        return _fmt(row.get("accuracy"), ".4f"), _fmt(row.get("accuracy_drop"), "+.4f")
+    names = [k[len("accuracy["):-1] for k in sorted(row) if k.startswith("accuracy[")]
+    values = " ".join(f"{n} {row[f'accuracy[{n}]']:.4f}" for n in names)
+    drops = " ".join(f"{n} {row[f'accuracy_drop[{n}]']:+.4f}" for n in names if row.get(f"accuracy_drop[{n}]") is not None)
+    return values, drops or "-"
+
+
 def table_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Rows formatted as an aligned text table (header first)."""
     body = []
     for r in rows:
         name = r["test"].split("::")[-1]
         body.append((
-            name, r["variant"], r["backend"], _fmt(r.get("accuracy"), ".4f"), _fmt(r.get("accuracy_drop"), "+.4f"),
+            name, r["variant"], r["backend"], *_accuracy(r),
             _fmt(r["size_bytes"] / 1024, ".1f"), _fmt(r.get("compression_ratio"), ".2f") + ("x" if r.get("compression_ratio") else ""),
             _latency(r, "p50"), _latency(r, "p95"), _budgets(r),
         ))

@@ -1,0 +1,166 @@
+"""Several named inputs/outputs in the core: data sets by name, one-line input errors, TFLite by signature name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pytest_tfopt import Dataset, Workbench
+from pytest_tfopt.errors import DatasetError, UsageError
+from pytest_tfopt.models import load_model
+from pytest_tfopt.signature import Signature, TensorInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+MULTITASK = ROOT / "models" / "diabetes_multitask.keras"
+DIABETES = ROOT / "fixtures" / "diabetes.npz"
+SIG = Signature((TensorInfo("ids", (3,), "int32"), TensorInfo("features", (7,), "float32")),
+                (TensorInfo("risk", (2,), "float32"), TensorInfo("progression", (1,), "float32")))
+
+
+def one_line(excinfo: pytest.ExceptionInfo, kind: type, *words: str) -> str:
+    text = str(excinfo.value)
+    assert excinfo.type is kind, f"{excinfo.type.__name__}: {text}"
+    assert "\n" not in text
+    for word in words:
+        assert word in text
+    return text
+
+
+def test_feed_names_every_input_and_casts_ids():
+    feed = SIG.feed({"ids": np.array([[1.0, 2.0, 3.0]]), "features": np.zeros((1, 7))})
+    assert feed["ids"].dtype == np.int32 and feed["features"].dtype == np.float32
+    one = SIG.feed({"ids": np.array([1, 2, 3]), "features": np.zeros(7)})  # one sample gains a batch axis
+    assert one["ids"].shape == (1, 3)
+
+
+@pytest.mark.parametrize(("x", "words"), [
+    ({"features": np.zeros((2, 7))}, ["missing ids", "expects ids (3,) int32, features (7,) float32"]),
+    ({"ids": np.zeros((2, 3)), "features": np.zeros((2, 7)), "mask": np.zeros((2, 3))}, ["unknown mask"]),
+    (np.zeros((2, 7)), ["is one array but m has 2 inputs", "mapping name → array"]),
+    ({"ids": np.full((2, 3), 0.5), "features": np.zeros((2, 7))}, ["'ids' holds fractional floats", "astype('int32')"]),
+    ({"ids": np.zeros((2, 4)), "features": np.zeros((2, 7))}, ["'ids' samples have shape (4,) but m expects ids (3,) int32"]),
+    ({"ids": np.zeros((2, 3)), "features": np.zeros((3, 7))}, ["different numbers of samples"]),
+], ids=["missing", "extra", "one-array", "fractional-ids", "shape", "counts"])
+def test_bad_feeds_are_one_line(x, words):
+    with pytest.raises(DatasetError) as excinfo:
+        SIG.feed(x, "data", "m", one_sample=False)
+    one_line(excinfo, DatasetError, *words)
+
+
+def test_unknown_output_lists_the_outputs():
+    with pytest.raises(UsageError) as excinfo:
+        SIG.output("boxes")
+    one_line(excinfo, UsageError, "output='boxes'", "risk, progression")
+    with pytest.raises(UsageError) as excinfo:
+        SIG.output(None)
+    one_line(excinfo, UsageError, "2 outputs", "risk, progression")
+
+
+def test_npz_with_named_inputs_and_outputs():
+    data = Dataset.from_npz(DIABETES)
+    assert set(data.train.x) == {"ids", "features"} and set(data.test.y) == {"risk", "progression"}
+    assert data.test.labels("risk").ndim == 1 and data.test.labels("boxes") is None
+    assert len(data.calibration(50)) == 50 and set(data.calibration(50).x) == {"ids", "features"}
+
+
+@pytest.mark.parametrize(("arrays", "words"), [
+    ({"x_train:ids": np.zeros((4, 3)), "x_train": np.zeros((4, 3)), "x_test": np.zeros((2, 3))}, ["both", "x_train"]),
+    ({"x_train:ids": np.zeros((4, 3)), "x_test:idz": np.zeros((2, 3))}, ["train inputs are named ['ids']", "['idz']"]),
+    ({"x_train:": np.zeros((4, 3)), "x_test": np.zeros((2, 3))}, ["':<name>'"]),
+    ({"inputs:ids": np.zeros((4, 3))}, ["it needs x_train", "'inputs:ids' is neither"]),
+], ids=["mixed", "names-differ", "empty-name", "unknown"])
+def test_npz_key_convention_errors(tmp_path, arrays, words):
+    path = tmp_path / "d.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DatasetError) as excinfo:
+        Dataset.from_npz(path)
+    one_line(excinfo, DatasetError, *words)
+
+
+def test_tf_data_with_dict_elements(preloaded_runtimes):
+    import tensorflow as tf
+
+    x = {"ids": np.arange(12, dtype=np.int32).reshape(4, 3), "features": np.ones((4, 7), np.float32)}
+    y = {"risk": np.array([0, 1, 0, 1])}
+    data = Dataset.from_tf_data(tf.data.Dataset.from_tensor_slices((x, y)).batch(3))
+    assert data.x["ids"].tolist() == x["ids"].tolist() and data.y["risk"].tolist() == [0, 1, 0, 1]
+    unlabeled = Dataset.from_tf_data(tf.data.Dataset.from_tensor_slices(x))
+    assert unlabeled.y is None and len(unlabeled) == 4
+
+
+def test_dataset_hash_depends_on_names():
+    a = Dataset({"a": np.zeros((2, 3)), "b": np.ones((2, 3))})
+    b = Dataset({"b": np.zeros((2, 3)), "a": np.ones((2, 3))})
+    assert a.hash != b.hash
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory, preloaded_runtimes):
+    return Workbench(MULTITASK, DIABETES, cache_dir=tmp_path_factory.mktemp("cache"), threads=1)
+
+
+def test_keras_dict_model_names(bench):
+    sig = bench.source.signature
+    assert sig.input_names == ["features", "ids"] or sig.input_names == ["ids", "features"]
+    assert {t.name: t.dtype for t in sig.inputs} == {"ids": "int32", "features": "float32"}
+    assert {t.name: t.shape for t in sig.outputs} == {"risk": (2,), "progression": (1,)}
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8", "int8_io"])
+def test_tflite_runs_by_name_and_keeps_ids_integer(bench, variant):
+    import keras
+
+    model = bench.runnable(variant)
+    x = bench.evaluation.x
+    out = model.predict(x)
+    assert set(out) == {"risk", "progression"} and out["risk"].shape == (len(bench.evaluation), 2)
+    dtypes = {d["name"]: d["dtype"] for d in model.runner._interp.get_input_details()}
+    assert any("ids" in n and t == np.int32 for n, t in dtypes.items()), dtypes  # never quantized
+    if variant == "int8_io":
+        assert any("features" in n and t == np.int8 for n, t in dtypes.items()), dtypes
+    ref = keras.models.load_model(MULTITASK, compile=False)(x)
+    tol = 1e-5 if variant == "fp32" else 0.1
+    for name in ("risk", "progression"):
+        assert np.max(np.abs(out[name] - np.asarray(ref[name]))) < tol, name
+
+
+def test_evaluate_per_output(bench):
+    fp32 = bench.runnable("fp32")
+    assert 0.6 < fp32.evaluate(output="risk") <= 1.0
+    mae = fp32.evaluate(output="progression", metric="mae")
+    assert 0 < mae < 1
+    assert fp32.measurements["accuracy[progression]"] == mae and fp32.measurements["metric[progression]"] == "mae"
+    with pytest.raises(UsageError) as excinfo:
+        fp32.evaluate()
+    one_line(excinfo, UsageError, "labels 2 outputs", "output=")
+
+
+def test_latency_feeds_every_input(bench):
+    stats = bench.runnable("int8").latency(batch_size=2)
+    assert stats.p50_ms > 0 and stats.n >= 1
+
+
+def test_saved_model_with_another_signature_and_several_outputs(tmp_path, preloaded_runtimes):
+    import keras
+    import tensorflow as tf
+
+    from pytest_tfopt.errors import ModelLoadError
+
+    model = keras.models.load_model(MULTITASK, compile=False)
+    spec = {"ids": tf.TensorSpec((None, 3), tf.int32, name="ids"),
+            "features": tf.TensorSpec((None, 7), tf.float32, name="features")}
+    fn = tf.function(lambda feed: dict(model(feed, training=False)), input_signature=[spec])
+    holder = tf.Module()
+    holder.v = [v.value for v in model.variables]
+    path = tmp_path / "sm"
+    tf.saved_model.save(holder, str(path), signatures={"predict": fn.get_concrete_function()})
+    with pytest.raises(ModelLoadError) as excinfo:
+        load_model(path)
+    one_line(excinfo, ModelLoadError, "no 'serving_default' signature (it has: predict)", "tfopt_signature")
+    wb = Workbench(path, DIABETES, cache_dir=tmp_path / "cache", threads=1, signature="predict")
+    assert wb.source.signature.output_names == ["progression", "risk"]
+    out = wb.runnable("int8").predict(wb.evaluation.x)
+    ref = model(wb.evaluation.x)
+    assert np.mean(out["risk"].argmax(1) == np.asarray(ref["risk"]).argmax(1)) > 0.9
