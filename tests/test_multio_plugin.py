@@ -178,3 +178,51 @@ def test_rows_carry_per_output_metrics(multitask, tmp_path):
     assert abs(row["accuracy_drop[risk]"] - (row["reference_accuracy[risk]"] - row["accuracy[risk]"])) < 1e-12
     assert row["fidelity_snr_db[risk]"] > 10 and row["fidelity_snr_db[progression]"] > 10
     assert "accuracy[progression]" not in row  # float targets: no top-1 for the summary
+
+
+FCN = ROOT / "models" / "photo_fcn.keras"
+PHOTOS = ROOT / "fixtures" / "photos.npz"
+
+
+def test_fully_convolutional_model_on_unlabeled_data(multitask):
+    """None height/width, two outputs, no labels: calibrated at 32x32, run and judged at the test split's 48x48."""
+    result = multitask(
+        """
+        import pytest
+
+        @pytest.mark.tfopt_variants("int8")
+        @pytest.mark.min_fidelity(25, metric="snr_db")
+        @pytest.mark.max_output_diff(atol=0.5, reference="tflite")
+        @pytest.mark.max_size_kb(64)
+        @pytest.mark.max_latency_ms(500)
+        @pytest.mark.min_speedup(0.05)
+        def test_holds(optimized_model):
+            out = optimized_model.predict(optimized_model.eval_dataset.x[:2])
+            assert out["gray"].shape == (2, 48, 48, 1) and out["edges"].shape == (2, 48, 48, 1)
+            assert optimized_model.info["input_shapes"] == {"image": [48, 48, 3]}
+
+        @pytest.mark.tfopt_variants("int8")
+        @pytest.mark.min_fidelity(60, metric="snr_db", output="gray")
+        def test_gray_broken(optimized_model):
+            pass
+
+        @pytest.mark.tfopt_variants("int8")
+        @pytest.mark.max_size_kb(1)
+        @pytest.mark.min_speedup(100)
+        def test_size_and_speed_broken(optimized_model):
+            pass
+
+        @pytest.mark.tfopt_variants("int8")
+        @pytest.mark.max_accuracy_drop(0.01, output="gray")
+        def test_accuracy_without_labels(optimized_model):
+            pass
+        """,
+        model=FCN, dataset=PHOTOS,
+    )
+    result.assert_outcomes(passed=1, failed=3)
+    result.stdout.fnmatch_lines([
+        "*min_fidelity(60, metric='snr_db', output='gray') broken: int8 on tflite, output 'gray': snr_db vs fp32 * < budget 60*",
+    ])
+    result.stdout.fnmatch_lines(["*min_speedup(100, reference='fp32') broken: int8 on tflite: *x * over fp32*",
+                                 "*test_size_and_speed_broken*min_speedup FAIL, max_size_kb FAIL"])
+    result.stdout.fnmatch_lines(["*has no labels: accuracy needs y*label-free markers min_fidelity / max_output_diff*"])
