@@ -127,6 +127,17 @@ def _outputs(model: RunnableModel, output: str | None) -> list[str]:
     return [model.signature.output(output)] if output is not None else model.signature.output_names
 
 
+def _counterpart(model: RunnableModel, reference: RunnableModel, name: str) -> str | None:
+    """The reference's output compared with ``model``'s output ``name``: the same name, or the only output
+    when both have one (a runtime that names it otherwise, e.g. a third-party backend)."""
+    ref_names = reference.signature.output_names
+    if name in ref_names:
+        return name
+    if len(ref_names) == 1 and len(model.signature.outputs) == 1:
+        return ref_names[0]
+    return None
+
+
 def _worst_note(model: RunnableModel, worst: str, values: dict[str, float], fmt: str = ".4f") -> str:
     """``, output 'box' (worst; others: face 31.2, score 40.1)`` on a model with several outputs."""
     if not model.suffix(worst):
@@ -152,7 +163,7 @@ class MinFidelity:
         fm = fidelity.resolve(self.metric)
         values: dict[str, float] = {}
         for name in _outputs(model, self.output):
-            value = fm.fn(reference.output(name), model.output(name))
+            value = fm.fn(reference.output(_counterpart(model, reference, name) or name), model.output(name))
             model.measurements[f"fidelity_{fm.name}{model.suffix(name)}"] = value
             values[name] = value
         pick = min if fm.higher_is_better else max
@@ -185,7 +196,7 @@ class MaxOutputDiff:
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
         names = _outputs(model, self.output)
-        missing = [n for n in names if n not in reference.signature.output_names]
+        missing = [n for n in names if _counterpart(model, reference, n) is None]
         if missing:
             return Verdict(self.marker, False, float("inf"), None, self.atol,
                            f"max_output_diff broken: {about(model)} has outputs {', '.join(missing)} that fp32 on "
@@ -208,7 +219,7 @@ class MaxOutputDiff:
 
     def _compare(self, model: RunnableModel, reference: RunnableModel, name: str) -> tuple[Any, int, float, str]:
         """(shape error or None, outputs beyond the budget, max |diff|, description) of output ``name``."""
-        ours, theirs = model.output(name), reference.output(name)
+        ours, theirs = model.output(name), reference.output(_counterpart(model, reference, name))
         if ours.shape != theirs.shape:
             return f"outputs {ours.shape} but fp32 outputs {theirs.shape}", 1, float("inf"), ""
         diff = np.abs(ours.astype(np.float64) - theirs)
