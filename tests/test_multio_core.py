@@ -164,3 +164,14 @@ def test_saved_model_with_another_signature_and_several_outputs(tmp_path, preloa
     out = wb.runnable("int8").predict(wb.evaluation.x)
     ref = model(wb.evaluation.x)
     assert np.mean(out["risk"].argmax(1) == np.asarray(ref["risk"]).argmax(1)) > 0.9
+
+
+def test_tf_keras_transforms_on_several_outputs_are_refused_before_training(bench):
+    from pytest_tfopt.errors import ConversionError
+
+    before = sorted(p for p in Path(bench.cache.root).rglob("*") if p.suffix != ".lock")
+    with pytest.raises(ConversionError) as excinfo:
+        bench.build("pruned(sparsity=0.5)+int8")
+    one_line(excinfo, ConversionError, "pruned(sparsity=0.5) on diabetes_multitask.keras (2 inputs, 2 outputs)",
+             "not supported yet", "post-training precisions")
+    assert sorted(p for p in Path(bench.cache.root).rglob("*") if p.suffix != ".lock") == before  # nothing cached
