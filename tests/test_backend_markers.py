@@ -164,8 +164,9 @@ def measure(wb: Workbench, backend: str, variant: str) -> Case:
         case.size_kb = case.ref_size_kb = case.diff = 1.0
         return case
     model, ref = wb.runnable(variant, backend), wb.reference(backend)
-    # against itself tf fp32 differs by exactly 0, which no atol can break: compare it with tflite fp32
-    case.diff_reference = "tflite" if (backend, variant) == ("tf", "fp32") else "tf"
+    # against itself tf fp32 differs by exactly 0, which no atol can break: compare it with tflite fp32; so does
+    # openvino fp32 since both run the same serving graph (the model's named signature) on oneDNN's f32 kernels
+    case.diff_reference = "tflite" if (backend, variant) in (("tf", "fp32"), ("openvino", "fp32")) else "tf"
     theirs = wb.reference(case.diff_reference).predictions()
     case.diff = float(np.abs(model.predictions().astype(np.float64) - theirs).max())
     case.size_kb, case.ref_size_kb = model.size_bytes / 1024, ref.size_bytes / 1024

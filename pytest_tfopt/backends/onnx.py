@@ -1,7 +1,8 @@
 """ONNX Runtime backend: tf2onnx → ONNX → ``onnxruntime.InferenceSession``.
 
-Building: the source's inference ``tf.function`` (Keras 3, tf_keras or a SavedModel's
-``serving_default``) goes through ``tf2onnx.convert.from_function``; a ``.tflite`` source
+Building: the source's serving ``tf.function`` (Keras 3, tf_keras, or a SavedModel's tested
+signature; inputs and outputs by name) goes through ``tf2onnx.convert.from_function``, so the graph's
+inputs and outputs carry the model's names and free axes stay symbolic; a ``.tflite`` source goes
 through ``tf2onnx.convert.from_tflite``. Every variant starts from that fp32 graph. The opset is ``TFOPT_ONNX_OPSET`` or the ``opset`` argument
 of :class:`OnnxRuntimeBackend` (default 17); it is part of the cache key.
 
@@ -12,7 +13,8 @@ Precisions:
   quantized on the fly);
 * ``int8``: ``quantize_static`` in QDQ format (``QuantizeLinear``/``DequantizeLinear`` pairs),
   per-channel int8 weights (per-tensor with ``int8(per_channel=False)``), int8 activations,
-  MinMax-calibrated on the calibration samples; weights in 7 bits (``reduce_range``) on CPUs
+  MinMax-calibrated on the calibration samples (every graph input, each in its dtype; integer
+  inputs such as ids are not float and are never quantized); weights in 7 bits (``reduce_range``) on CPUs
   without VNNI, where full-range int8 weights saturate ONNX Runtime's int8 kernels;
 * ``float16``: ``convert_float_to_float16(keep_io_types=True)`` from ``onnxconverter_common``
   or, without it, the copy onnxruntime ships in ``onnxruntime.transformers.float16``.
@@ -25,11 +27,12 @@ them (``onnxruntime-gpu``); ``Runner.info["providers"]`` records the ones the se
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -37,10 +40,10 @@ import numpy as np
 from .. import tfenv
 from ..artifact import Artifact
 from ..dataset import Dataset
-from ..errors import BackendUnavailable, ConversionError, DatasetError, UsageError
+from ..errors import BackendUnavailable, ConversionError, DatasetError, ModelLoadError, UsageError
 from ..models import SourceModel
+from ..signature import Batch, Signature, TensorInfo, dtype_name, run_in_batches
 from . import Backend, Runner, tflite_only_reason
-from .tf import check_batch, inference_function, input_spec, predict_in_batches
 
 DEFAULT_OPSET = 17
 OPSET_ENV = "TFOPT_ONNX_OPSET"
@@ -93,7 +96,7 @@ def missing_packages() -> list[str]:
 
 # ---- conversion --------------------------------------------------------------------------------
 def to_onnx(source: SourceModel, opset: int, backend: str = "onnxruntime") -> Any:
-    """``source`` as an fp32 ``onnx.ModelProto`` (input named ``input``).
+    """``source`` as an fp32 ``onnx.ModelProto`` whose graph inputs and outputs carry the model's names.
 
     tf2onnx's Python API converts with ``continue_on_error=True``: an op without a converter is only
     logged and left in the graph under its TensorFlow name, where nothing can run it. Such graphs are
@@ -108,9 +111,10 @@ def to_onnx(source: SourceModel, opset: int, backend: str = "onnxruntime") -> An
                     raise ConversionError(f"{source.name}: a .tflite source needs its file path for tf2onnx")
                 proto, _ = tf2onnx.convert.from_tflite(source.path, opset=opset)
             else:
-                fn = inference_function(source)
-                proto, _ = tf2onnx.convert.from_function(fn, input_signature=[input_spec(source)], opset=opset)
-    except (BackendUnavailable, ConversionError):
+                tf = tfenv.tensorflow()
+                specs = {t.name: tf.TensorSpec((None, *t.shape), t.dtype, name=t.name) for t in source.signature.inputs}
+                proto, _ = tf2onnx.convert.from_function(source.serving_function(), input_signature=[specs], opset=opset)
+    except (BackendUnavailable, ConversionError, ModelLoadError):
         raise
     except Exception as exc:
         raise ConversionError(
@@ -139,32 +143,75 @@ def unknown_ops(proto: Any) -> list[str]:
 
 
 class _CalibrationReader:
-    """``onnxruntime.quantization.CalibrationDataReader`` over ``calibration.x`` in batches."""
+    """``onnxruntime.quantization.CalibrationDataReader`` over a feed (graph input name → samples) in batches."""
 
-    def __init__(self, input_name: str, x: np.ndarray, dtype: Any, batch: int = CALIBRATION_BATCH) -> None:
-        self.input_name = input_name
-        self.x = np.asarray(x).astype(dtype, copy=False)
+    def __init__(self, feed: dict[str, np.ndarray], batch: int = CALIBRATION_BATCH) -> None:
+        self.feed = feed
+        self.n = len(next(iter(feed.values())))
         self.batch = batch
         self.rewind()
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._start >= len(self.x):
+        if self._start >= self.n:
             return None
-        chunk = self.x[self._start : self._start + self.batch]
+        chunk = {k: v[self._start : self._start + self.batch] for k, v in self.feed.items()}
         self._start += self.batch
-        return {self.input_name: chunk}
+        return chunk
 
     def rewind(self) -> None:
         self._start = 0
 
 
-def _reader(input_name: str, calibration: Dataset, dtype: Any) -> Any:
+def calibration_reader(feed: dict[str, np.ndarray]) -> Any:
+    """A ``CalibrationDataReader`` yielding dicts of every graph input (``feed``'s keys), 32 samples at a time."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(_CalibrationReader, CalibrationDataReader):
         pass
 
-    return Reader(input_name, calibration.x, dtype)
+    return Reader(feed)
+
+
+def _reader(input_name: str, calibration: Dataset, dtype: Any) -> Any:
+    """A reader feeding one-input ``calibration.x`` as ``input_name`` in ``dtype`` (kept for tensorrt)."""
+    return calibration_reader({input_name: np.asarray(calibration.x).astype(dtype, copy=False)})
+
+
+def graph_inputs(proto: Any) -> dict[str, Any]:
+    """Graph input name → numpy dtype of ``proto`` (initializers listed as inputs excluded), in graph order."""
+    from onnx import helper
+
+    inits = {i.name for i in proto.graph.initializer}
+    return {i.name: helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+            for i in proto.graph.input if i.name not in inits}
+
+
+def graph_feed(proto: Any, x: Batch, what: str = "calibration data") -> dict[str, np.ndarray]:
+    """``x`` (array or mapping by input name) keyed by ``proto``'s graph input names, each in its dtype.
+
+    Graph names match the model's input names (``:0`` aside); a one-input graph takes a one-input ``x`` whatever
+    its names (a ``.tflite`` source converted by tf2onnx keeps its tensor names).
+    """
+    wanted = graph_inputs(proto)
+    if isinstance(x, Mapping):
+        by_name = {_plain_name(k): k for k in wanted}
+        if set(by_name) <= set(x):
+            return {by_name[n]: np.asarray(x[n]).astype(wanted[by_name[n]], copy=False) for n in by_name}
+        if len(wanted) == 1 and len(x) == 1:
+            x = next(iter(x.values()))
+        else:
+            raise DatasetError(f"{what} names {', '.join(map(str, x))} do not match the ONNX graph inputs "
+                               f"{', '.join(by_name)}: give one array per graph input")
+    if len(wanted) != 1:
+        raise DatasetError(f"{what} is one array but the ONNX graph has {len(wanted)} inputs "
+                           f"({', '.join(map(_plain_name, wanted))}): give a mapping name → array")
+    name, dtype = next(iter(wanted.items()))
+    return {name: np.asarray(x).astype(dtype, copy=False)}
+
+
+def _plain_name(name: str) -> str:
+    """A graph tensor name without its ``:0`` output index."""
+    return name[:-2] if name.endswith(":0") else name
 
 
 def _float16_converter() -> tuple[Callable[..., Any], str]:
@@ -182,13 +229,6 @@ def _float16_converter() -> tuple[Callable[..., Any], str]:
         raise BackendUnavailable(
             "variant 'float16' on backend 'onnxruntime' needs onnxconverter-common: pip install onnxconverter-common"
         ) from None
-
-
-def _input_dtype(proto: Any) -> tuple[str, Any]:
-    from onnx import helper
-
-    graph_input = proto.graph.input[0]
-    return graph_input.name, helper.tensor_dtype_to_np_dtype(graph_input.type.tensor_type.elem_type)
 
 
 def _preprocessed(proto: Any, tmp: str, settings: dict[str, str]) -> str:
@@ -245,9 +285,9 @@ def quantize(proto: Any, precision: str, calibration: Dataset | None, settings: 
                     raise DatasetError(
                         "int8 needs calibration data but the calibration set is empty: give tfopt_dataset training samples"
                     )
-                name, dtype = _input_dtype(proto)
-                quantize_static(
-                    model_in, out, _reader(name, calibration, dtype), quant_format=QuantFormat.QDQ,
+                feed = graph_feed(proto, calibration.x)
+                quantize_static(  # only float tensors are quantized: integer inputs (ids) stay as they are
+                    model_in, out, calibration_reader(feed), quant_format=QuantFormat.QDQ,
                     per_channel=per_channel, reduce_range=reduce_range, activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                 )
@@ -262,8 +302,16 @@ def quantize(proto: Any, precision: str, calibration: Dataset | None, settings: 
 
 
 # ---- runner ------------------------------------------------------------------------------------
+def _tensor_info(name: str, arg: Any) -> TensorInfo:
+    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape[1:])
+    return TensorInfo(name, shape, dtype_name(_ORT_TYPES.get(arg.type, np.float32)))
+
+
 class OnnxRuntimeRunner(Runner):
-    """One ONNX model in an ``onnxruntime.InferenceSession``."""
+    """One ONNX model in an ``onnxruntime.InferenceSession``, inputs and outputs by graph name (``:0`` dropped).
+
+    Free (symbolic) axes run at the data's shapes; integer inputs are fed as integers.
+    """
 
     def __init__(self, content: bytes, threads: int = 1, name: str = "model") -> None:
         import onnxruntime as ort
@@ -277,11 +325,7 @@ class OnnxRuntimeRunner(Runner):
         available = ort.get_available_providers()
         providers = [p for p in GPU_PROVIDERS if p in available] + ["CPUExecutionProvider"]
         self._session = ort.InferenceSession(content, sess_options=options, providers=providers)
-        graph_input = self._session.get_inputs()[0]
-        self._input = graph_input.name
-        self._output = self._session.get_outputs()[0].name
-        self._dtype = _ORT_TYPES.get(graph_input.type, np.float32)
-        self.input_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in graph_input.shape[1:])
+        self.input_shape = self.signature.inputs[0].shape  # the first input's, for callers of one-input models
         self.info: dict[str, Any] = {
             "threads": threads,
             "runtime": f"onnxruntime {ort.__version__}",
@@ -290,15 +334,34 @@ class OnnxRuntimeRunner(Runner):
             "graph_optimization": "ORT_ENABLE_ALL",
         }
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        return self._session.run([self._output], {self._input: x.astype(self._dtype, copy=False)})[0]
+    # From the session on first use, so a subclass that opens its own session (tensorrt's) gets them too.
+    @functools.cached_property
+    def _graph_names(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(input name → graph input name, output name → graph output name), names sorted."""
+        ins = {_plain_name(a.name): a.name for a in self._session.get_inputs()}
+        outs = {_plain_name(a.name): a.name for a in self._session.get_outputs()}
+        return dict(sorted(ins.items())), dict(sorted(outs.items()))
 
-    def predict(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        return predict_in_batches(check_batch(x, self.input_shape, self.name), batch_size, self._run)
+    @functools.cached_property
+    def signature(self) -> Signature:  # type: ignore[override]
+        args = {_plain_name(a.name): a for a in [*self._session.get_inputs(), *self._session.get_outputs()]}
+        ins, outs = self._graph_names
+        return Signature(tuple(_tensor_info(n, args[n]) for n in ins), tuple(_tensor_info(n, args[n]) for n in outs))
 
-    def prepare(self, x: np.ndarray) -> Callable[[], None]:
-        feed = {self._input: check_batch(x, self.input_shape, self.name).astype(self._dtype)}
-        run, outputs = self._session.run, [self._output]
+    def _graph_feed(self, x: Any) -> dict[str, np.ndarray]:
+        feed = self.signature.feed(x, "input", self.name)
+        return {self._graph_names[0][n]: v for n, v in feed.items()}
+
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self._graph_names[1]
+        return dict(zip(outs, self._session.run(list(outs.values()), feed), strict=True))
+
+    def predict(self, x: Any, batch_size: int | None = None) -> Any:
+        return self.signature.result(run_in_batches(self._graph_feed(x), batch_size, self._run))
+
+    def prepare(self, x: Any) -> Callable[[], None]:
+        feed = self._graph_feed(x)
+        run, outputs = self._session.run, list(self._graph_names[1].values())
 
         def invoke() -> None:
             run(outputs, feed)

@@ -6,7 +6,9 @@ Building: a Keras 3, tf_keras or SavedModel source is exported as a SavedModel
 (``model.xml`` + ``model.bin``, float32 weights: ``compress_to_fp16=False``) is packed into a
 deterministic zip (``.openvino.zip``). Node names that OpenVINO numbers from a process-wide
 counter are renamed by graph position and the converter's record of the temporary input path
-is dropped, so the same source gives the same bytes in every process.
+is dropped, so the same source gives the same bytes in every process. Inputs and outputs go by
+their port names (the SavedModel signature's keys, sorted); free (``None``) axes stay dynamic
+and run at the data's shapes.
 
 Precisions (the IR of ``fp32``, ``bf16`` and ``float16`` is the same float32 graph; the
 precision is the CPU plugin's ``INFERENCE_PRECISION_HINT``, stored in the IR's ``rt_info``
@@ -41,7 +43,7 @@ import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -51,9 +53,10 @@ from ..artifact import Artifact
 from ..dataset import Dataset
 from ..errors import BackendUnavailable, ConversionError, DatasetError
 from ..models import SourceModel
+from ..signature import Batch, Signature, TensorInfo, dtype_name, run_in_batches
 from . import Backend, Runner, tflite_only_reason
 from ._archive import pack
-from .tf import check_batch, export_saved_model, predict_in_batches
+from .tf import export_saved_model
 
 DEVICE = "CPU"
 PRECISIONS = ("fp32", "bf16", "float16", "int8")
@@ -141,30 +144,63 @@ def canonicalize(model: Any) -> None:
         del info["conversion_parameters"]
 
 
-def _calibration_items(calibration: Dataset, batch: int, dtype: Any) -> list[np.ndarray]:
-    """``calibration.x`` as model inputs of ``batch`` samples each (the last one padded)."""
-    x = np.asarray(calibration.x).astype(dtype, copy=False)
+def port_name(port: Any, default: str) -> str:
+    """The name a model input/output goes by: a name without ``:`` among the port's names, else one without ``:0``."""
+    names = sorted(port.get_names())
+    plain = [n for n in names if ":" not in n]
+    if plain:
+        return plain[0]
+    return names[0][:-2] if names and names[0].endswith(":0") else (names[0] if names else default)
+
+
+def port_names(ports: Any, prefix: str) -> dict[str, Any]:
+    """Name → port, names sorted (as SavedModel signatures and ``.tflite`` signatures are)."""
+    named = {port_name(p, f"{prefix}_{i}"): p for i, p in enumerate(ports)}
+    return dict(sorted(named.items()))
+
+
+def port_feed(model: Any, x: Batch, what: str = "calibration data") -> dict[str, np.ndarray]:
+    """``x`` (array or mapping by input name) keyed by ``model``'s input names, each in its port's element type."""
+    ports = port_names(model.inputs, "input")
+    if isinstance(x, Mapping) and set(ports) <= set(x):
+        named = {n: x[n] for n in ports}
+    elif len(ports) == 1 and (not isinstance(x, Mapping) or len(x) == 1):
+        named = {next(iter(ports)): next(iter(x.values())) if isinstance(x, Mapping) else x}
+    else:
+        given = ", ".join(map(str, x)) if isinstance(x, Mapping) else "one array"
+        raise DatasetError(f"{what} ({given}) does not match the OpenVINO model's inputs {', '.join(ports)}: "
+                           "give a mapping name → array")
+    return {n: np.asarray(v).astype(ports[n].get_element_type().to_dtype(), copy=False) for n, v in named.items()}
+
+
+def _calibration_items(feed: dict[str, np.ndarray], batch: int) -> list[dict[str, np.ndarray]]:
+    """``feed`` as model inputs (dicts by input name) of ``batch`` samples each (the last one padded)."""
+    n = len(next(iter(feed.values())))
     items = []
-    for start in range(0, len(x), batch):
-        chunk = x[start : start + batch]
-        if len(chunk) < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
+    for start in range(0, n, batch):
+        chunk = {k: v[start : start + batch] for k, v in feed.items()}
+        real = len(next(iter(chunk.values())))
+        if real < batch:
+            chunk = {k: np.concatenate([v, np.repeat(v[-1:], batch - real, axis=0)]) for k, v in chunk.items()}
         items.append(chunk)
     return items
 
 
 def quantize_int8(model: Any, calibration: Dataset | None, settings: dict[str, str]) -> Any:
-    """``model`` after NNCF post-training int8 quantization on ``calibration``."""
+    """``model`` after NNCF post-training int8 quantization on ``calibration``.
+
+    NNCF runs each calibration item through the compiled model as a dict input name → batch; only
+    float activations get FakeQuantize, integer inputs (ids) stay integers.
+    """
     import nncf
 
     if calibration is None or len(calibration) == 0:
         raise DatasetError(
             "int8 needs calibration data but the calibration set is empty: give tfopt_dataset training samples"
         )
-    parameter = model.inputs[0]
-    shape = parameter.get_partial_shape()
+    shape = model.inputs[0].get_partial_shape()
     batch = shape[0].get_length() if shape.rank.is_static and shape[0].is_static else 1
-    items = _calibration_items(calibration, batch, parameter.get_element_type().to_dtype())
+    items = _calibration_items(port_feed(model, calibration.x), batch)
     logger = logging.getLogger("nncf")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -225,11 +261,11 @@ class OpenVINORunner(Runner):
                 f"variant {name!r} on backend 'openvino' asked the CPU plugin for {hint} inference precision but it "
                 f"runs {effective} on this CPU ({device_name}); run it on a CPU that supports {hint}"
             )
-        port = self._compiled.input(0)
-        self._dtype = port.get_element_type().to_dtype()
-        self.input_shape = tuple(
-            d.get_length() if d.is_static else None for d in list(port.get_partial_shape())[1:]
-        )
+        self._inputs = port_names(self._compiled.inputs, "input")
+        self._outputs = port_names(self._compiled.outputs, "output")
+        self.signature = Signature(tuple(_tensor_info(n, p) for n, p in self._inputs.items()),
+                                   tuple(_tensor_info(n, p) for n, p in self._outputs.items()))
+        self.input_shape = self.signature.inputs[0].shape  # the first input's, for callers of one-input models
         self._request = self._compiled.create_infer_request()
         self.info: dict[str, Any] = {
             "threads": int(self._compiled.get_property("INFERENCE_NUM_THREADS")),
@@ -241,46 +277,61 @@ class OpenVINORunner(Runner):
             "num_streams": int(self._compiled.get_property("NUM_STREAMS")),
             "batch": "dynamic" if self._batch is None else f"fixed at {self._batch}",
         }
+        if self.signature.dynamic:
+            self.info["shapes"] = "dynamic (free axes run at the data's shapes)"
 
     @staticmethod
     def _dynamic_batch(model: Any) -> int | None:
-        """Make the batch axis dynamic when the graph allows it; else the fixed batch size."""
-        shape = model.inputs[0].get_partial_shape()
-        if shape.rank.is_dynamic or shape.rank.get_length() == 0 or shape[0].is_dynamic:
+        """Make every input's batch axis dynamic when the graph allows it; else the fixed batch size."""
+        shapes = {p: p.get_partial_shape() for p in model.inputs}
+        fixed = [s[0].get_length() for s in shapes.values()
+                 if s.rank.is_static and s.rank.get_length() > 0 and s[0].is_static]
+        if not fixed:
             return None
-        fixed = shape[0].get_length()
-        dims = [-1] + [d.get_length() if d.is_static else -1 for d in list(shape)[1:]]
+        dims = {p: [-1] + [d.get_length() if d.is_static else -1 for d in list(s)[1:]]
+                for p, s in shapes.items() if s.rank.is_static and s.rank.get_length() > 0}
         try:
-            model.reshape({model.inputs[0]: dims})
+            model.reshape(dims)
         except Exception:  # e.g. a Reshape with a constant batch inside: keep the exported batch
-            return fixed
+            return fixed[0]
         return None
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        real = len(x)
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        real = len(next(iter(feed.values())))
         if self._batch is not None and real != self._batch:
-            x = np.concatenate([x, np.repeat(x[-1:], self._batch - real, axis=0)])
-        out = self._request.infer({0: x.astype(self._dtype, copy=False)})
-        return np.asarray(out[0])[:real]
+            feed = {k: np.concatenate([v, np.repeat(v[-1:], self._batch - real, axis=0)]) for k, v in feed.items()}
+        out = self._request.infer({self._inputs[n]: v for n, v in feed.items()})
+        return {n: np.asarray(out[p])[:real] for n, p in self._outputs.items()}
 
-    def predict(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        x = check_batch(x, self.input_shape, self.name)
-        return predict_in_batches(x, self._batch or batch_size, self._run)
+    def _feed(self, x: Any) -> dict[str, np.ndarray]:
+        """``x`` checked against the inputs, each in its port's element type (integer ids stay integers)."""
+        return self.signature.feed(x, "input", self.name)
 
-    def prepare(self, x: np.ndarray) -> Callable[[], None]:
+    def predict(self, x: Any, batch_size: int | None = None) -> Any:
+        return self.signature.result(run_in_batches(self._feed(x), self._batch or batch_size, self._run))
+
+    def prepare(self, x: Any) -> Callable[[], None]:
         import openvino as ov
 
-        x = check_batch(x, self.input_shape, self.name)
-        if self._batch is not None and len(x) != self._batch:
+        feed = self._feed(x)
+        if self._batch is not None and len(next(iter(feed.values()))) != self._batch:
             raise DatasetError(f"{self.name}: input batch is fixed at {self._batch}: measure with batch_size={self._batch}")
         request = self._compiled.create_infer_request()
-        request.set_input_tensor(ov.Tensor(np.ascontiguousarray(x.astype(self._dtype))))  # a copy: set once
+        for n, v in feed.items():  # copies: set once
+            request.set_tensor(self._inputs[n], ov.Tensor(np.ascontiguousarray(v)))
         infer = request.infer
 
         def invoke() -> None:
             infer(share_outputs=True)
 
         return invoke
+
+
+def _tensor_info(name: str, port: Any) -> TensorInfo:
+    shape = port.get_partial_shape()
+    dims = list(shape)[1:] if shape.rank.is_static else []
+    return TensorInfo(name, tuple(d.get_length() if d.is_static else None for d in dims),
+                      dtype_name(port.get_element_type().to_dtype()))
 
 
 class OpenVINOBackend(Backend):

@@ -20,8 +20,13 @@ Routes, the first that applies:
   ``127.0.0.1``.
 * neither: :meth:`ServingBackend.unavailable_reason` says what to provide (the test skips).
 
-Requests use the REST *row* format, ``{"signature_name": "serving_default", "instances": [...]}``
-→ ``{"predictions": [...]}`` (float32), on one kept-alive connection. Latency is the HTTP round
+The exported ``serving_default`` signature takes and returns the model's inputs and outputs by
+name (:meth:`~pytest_tfopt.models.SourceModel.serving_function`). Requests to a one-input,
+one-output model use the REST *row* format, ``{"signature_name": "serving_default", "instances":
+[...]}`` → ``{"predictions": [...]}``; any other model the *columnar* format, ``{"inputs": {NAME:
+nested list, ...}}`` → ``{"outputs": {NAME: nested list, ...}}`` (a bare list when the signature has
+one output), every input in its dtype (integer inputs as JSON integers) and every output read as
+float32 (:func:`request_body`, :func:`parse_answer`). One kept-alive connection. Latency is the HTTP round
 trip, so it includes the server's JSON decoding and encoding. Every network failure is one line
 naming the URL, what happened (timed out after N s, connection refused, HTTP status and body) and
 the remedy: :class:`BackendUnavailable` while loading (the test skips; fails under
@@ -53,9 +58,10 @@ from .. import tfenv
 from ..artifact import Artifact
 from ..errors import BackendUnavailable, TfoptError, UsageError
 from ..models import SourceModel
+from ..signature import Signature, TensorInfo, dtype_name, run_in_batches
 from . import Backend, Runner
 from ._archive import pack, unpack
-from .tf import PRECISIONS, check_batch, export_saved_model, predict_in_batches
+from .tf import PRECISIONS, export_saved_model
 
 URL_ENV = "TFOPT_SERVING_URL"
 VERSION = "1"
@@ -187,7 +193,7 @@ def served_name(source_name: str, precision: str, model_name: str | None = None)
 
 
 def read_signature(content: bytes) -> dict[str, Any]:
-    """Name, version, input key/shape/dtype and output key of the packed ``NAME/1/`` SavedModel."""
+    """Name and version of the packed ``NAME/1/`` SavedModel, and its ``serving_default`` :class:`Signature` (keys sorted)."""
     tf = tfenv.tensorflow()
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -196,55 +202,99 @@ def read_signature(content: bytes) -> dict[str, Any]:
         proto = saved_model_pb2.SavedModel.FromString(zf.read(pb))
     name, version, _ = pb.split("/")
     sig = next(m.signature_def[SIGNATURE] for m in proto.meta_graphs if SIGNATURE in m.signature_def)
-    key = sorted(sig.inputs)[0]
-    tensor = sig.inputs[key]
-    dims = [int(d.size) for d in tensor.tensor_shape.dim][1:]
-    return {
-        "name": name, "version": version, "input": key, "output": sorted(sig.outputs)[0],
-        "input_shape": tuple(None if d < 0 else d for d in dims),
-        "dtype": np.dtype(tf.dtypes.as_dtype(tensor.dtype).as_numpy_dtype),
-    }
+
+    def info(key: str, tensor: Any) -> TensorInfo:
+        dims = [int(d.size) for d in tensor.tensor_shape.dim][1:]
+        return TensorInfo(key, tuple(None if d < 0 else d for d in dims),
+                          dtype_name(tf.dtypes.as_dtype(tensor.dtype)))
+
+    signature = Signature(tuple(info(k, sig.inputs[k]) for k in sorted(sig.inputs)),
+                          tuple(info(k, sig.outputs[k]) for k in sorted(sig.outputs)))
+    return {"name": name, "version": version, "signature": signature}
+
+
+def request_format(signature: Signature) -> str:
+    """``"row"`` (``instances``/``predictions``) for a one-input, one-output model, else ``"columnar"``.
+
+    The columnar format (``inputs``/``outputs``, each a mapping name → the whole batch as a nested
+    list) names every input and output; the row format is what this backend always sent to
+    one-input models, and TF Serving answers both alike.
+    """
+    return "row" if len(signature.inputs) == 1 and len(signature.outputs) == 1 else "columnar"
+
+
+def request_body(signature: Signature, feed: dict[str, np.ndarray]) -> bytes:
+    """The ``:predict`` request for ``feed`` (input name → batch, already in each input's dtype): ints stay ints."""
+    if request_format(signature) == "row":
+        ((_, x),) = feed.items()
+        return json.dumps({"signature_name": SIGNATURE, "instances": x.tolist()}).encode()
+    inputs = {name: values.tolist() for name, values in feed.items()}
+    return json.dumps({"signature_name": SIGNATURE, "inputs": inputs}).encode()
+
+
+def parse_answer(signature: Signature, doc: Any) -> dict[str, np.ndarray]:
+    """The outputs by name (float32) of a ``:predict`` answer; ``ValueError``/``KeyError``/``TypeError`` if malformed.
+
+    Row answers hold ``predictions`` (one entry per sample; a dict by output name when there are
+    several). Columnar answers hold ``outputs``: a mapping output name → batch, or, from a
+    one-output signature, the bare batch.
+    """
+    names = signature.output_names
+    if "outputs" in doc:
+        outputs = doc["outputs"]
+        if not isinstance(outputs, dict):
+            if len(names) != 1:
+                raise ValueError(f"one unnamed output for outputs {', '.join(names)}")
+            outputs = {names[0]: outputs}
+        return {n: np.asarray(outputs[n], dtype=np.float32) for n in names}
+    predictions = doc["predictions"]
+    if predictions and isinstance(predictions[0], dict):
+        return {n: np.asarray([p[n] for p in predictions], dtype=np.float32) for n in names}
+    if len(names) != 1:
+        raise ValueError(f"unnamed predictions for outputs {', '.join(names)}")
+    return {names[0]: np.asarray(predictions, dtype=np.float32)}
 
 
 # ---- runner -------------------------------------------------------------------------------------
 class ServingRunner(Runner):
-    """A model served by TensorFlow Serving, called through the REST predict API."""
+    """A model served by TensorFlow Serving, called through the REST predict API, inputs and outputs by name."""
 
-    def __init__(self, client: RestClient, signature: dict[str, Any], info: dict[str, Any],
+    def __init__(self, client: RestClient, served: dict[str, Any], info: dict[str, Any],
                  stop: Callable[[], Any] | None = None) -> None:
         self._client = client
-        self._sig = signature
-        self.name = signature["name"]
-        self.input_shape = signature["input_shape"]
+        self.name = served["name"]
+        self.signature: Signature = served["signature"]
+        self.input_shape = self.signature.inputs[0].shape  # the first input's, for callers of one-input models
         self.info = {"runtime": "TensorFlow Serving (REST)", **info}
         self._stop = stop
         self._path = f"/v1/models/{self.name}:predict"
 
-    def _body(self, x: np.ndarray) -> bytes:
-        instances = np.asarray(x, dtype=self._sig["dtype"]).tolist()
-        return json.dumps({"signature_name": SIGNATURE, "instances": instances}).encode()
+    def _feed(self, x: Any) -> dict[str, np.ndarray]:
+        return self.signature.feed(x, "input", self.name)
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        data = self._client.request("POST", self._path, self._body(x))
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        data = self._client.request("POST", self._path, request_body(self.signature, feed))
         where = f"POST {self._client.url}{self._path}"
         try:
-            predictions = json.loads(data)["predictions"]
-            if predictions and isinstance(predictions[0], dict):  # several outputs: pick the one tf picks
-                predictions = [p[self._sig["output"]] for p in predictions]
-            out = np.asarray(predictions, dtype=np.float32)
-        except (ValueError, KeyError, TypeError):
-            raise ServingError(f"TensorFlow Serving answered {where} without float 'predictions' "
-                               f"({_excerpt(data)}): check the server serves this artifact", "bad-answer") from None
-        if len(out) != len(x):
-            raise ServingError(f"TensorFlow Serving answered {where} with {len(out)} predictions for {len(x)} "
-                               "instances: check the server serves this artifact", "bad-answer")
-        return out
+            outputs = parse_answer(self.signature, json.loads(data))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            key = "predictions" if request_format(self.signature) == "row" else "outputs"
+            raise ServingError(f"TensorFlow Serving answered {where} without float {key!r} for "
+                               f"{', '.join(self.signature.output_names)} ({_excerpt(data)}): check the server "
+                               "serves this artifact", "bad-answer") from None
+        n = len(next(iter(feed.values())))
+        for name, out in outputs.items():
+            if out.ndim == 0 or len(out) != n:
+                got = 1 if out.ndim == 0 else len(out)
+                raise ServingError(f"TensorFlow Serving answered {where} with {got} predictions of {name!r} for {n} "
+                                   "instances: check the server serves this artifact", "bad-answer")
+        return outputs
 
-    def predict(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        return predict_in_batches(check_batch(x, self.input_shape, self.name), batch_size, self._run)
+    def predict(self, x: Any, batch_size: int | None = None) -> Any:
+        return self.signature.result(run_in_batches(self._feed(x), batch_size, self._run))
 
-    def prepare(self, x: np.ndarray) -> Callable[[], None]:
-        body = self._body(check_batch(x, self.input_shape, self.name))
+    def prepare(self, x: Any) -> Callable[[], None]:
+        body = request_body(self.signature, self._feed(x))
         request, path = self._client.request, self._path
 
         def invoke() -> None:
@@ -402,9 +452,11 @@ class ServingBackend(Backend):
     def load(self, artifact: Artifact, threads: int) -> ServingRunner:
         sig = read_signature(artifact.content)
         name = sig["name"]
+        columnar = request_format(sig["signature"]) == "columnar"
         info: dict[str, Any] = {
             "threads": threads, "signature": SIGNATURE, "model_name": name, "timeout_s": self.timeout_s,
-            "request_format": "REST row format (instances)", "latency": LATENCY_NOTE,
+            "request_format": "REST columnar format (inputs by name)" if columnar else "REST row format (instances)",
+            "latency": LATENCY_NOTE,
         }
         if self.url:
             return self._load_url(artifact, sig, info)

@@ -1,13 +1,17 @@
 """TensorFlow backends: the SavedModel's serving signature (``tf``) and the same under XLA (``xla``).
 
 ``tf`` is the FP32 reference runtime: the artifact is the source exported as a SavedModel
-(Keras 3: ``keras.export.ExportArchive``; tf_keras: ``tf.saved_model.save`` of a serving
-``tf.function``; a SavedModel source is copied as given), packed into a deterministic zip
-(``.savedmodel.zip``). The runner unpacks it into a temporary directory it owns, loads it
-with ``tf.saved_model.load`` and calls ``serving_default`` in padded batches.
+(Keras 3: ``keras.export.ExportArchive``; tf_keras: ``tf.saved_model.save`` of the source's
+serving ``tf.function``; a SavedModel source is copied as given, or re-saved with its tested
+signature as ``serving_default`` when that is another one), packed into a deterministic zip
+(``.savedmodel.zip``). The ``serving_default`` signature takes and returns the model's inputs and
+outputs by name (its keys). The runner unpacks it into a temporary directory it owns, loads it
+with ``tf.saved_model.load`` and calls ``serving_default`` in padded batches, every input in its
+own dtype (integer ids as integers), free axes at the data's shapes.
 
 ``xla`` uses the same kind of artifact and wraps the serving function in
-``tf.function(jit_compile=True)``.
+``tf.function(jit_compile=True)``; loading compiles it once on zeros (free axes of size 8) so an
+op XLA cannot compile is a skip.
 
 Precisions: ``fp32`` and ``bf16`` (the Keras model rebuilt under the ``mixed_bfloat16``
 policy: bfloat16 math and activations, float32 weights, outputs cast to float32).
@@ -28,84 +32,20 @@ import numpy as np
 
 from .. import tfenv
 from ..artifact import Artifact
-from ..errors import BackendUnavailable, ConversionError, DatasetError
-from ..models import SourceModel, check_input_shape
+from ..errors import BackendUnavailable, ConversionError
+from ..models import DEFAULT_SIGNATURE, SourceModel
+from ..signature import Signature, TensorInfo, dtype_name, run_in_batches
 from . import Backend, Runner
 from ._archive import pack, unpack
 
 DEFAULT_BATCH = 64
+WARM_UP_FREE_AXIS = 8  # size of a free (None) axis in the XLA warm-up compile
 PRECISIONS = ("fp32", "bf16")
 BF16_POLICY = "mixed_bfloat16"
 BF16_DESCRIPTION = (
     "bfloat16 compute (Keras mixed_bfloat16 policy: bf16 math and activations, float32 weights "
     "and outputs); runs on backends tf and xla"
 )
-
-
-# ---- shared by the TensorFlow and ONNX runners -------------------------------------------
-def check_batch(x: Any, input_shape: tuple[int | None, ...], name: str) -> np.ndarray:
-    """``x`` as a batch (one sample gains a batch axis) that fits ``input_shape``; else a DatasetError."""
-    x = np.asarray(x)
-    if x.ndim == len(input_shape):
-        x = x[None]
-    check_input_shape(input_shape, x, "input", name)
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise DatasetError(f"input dtype {x.dtype} is not numeric: convert it to float32")
-    return x
-
-
-def predict_in_batches(x: np.ndarray, batch_size: int | None, run: Callable[[np.ndarray], Any]) -> np.ndarray:
-    """``run`` over ``x`` in equal batches of at most ``batch_size`` (last one padded); float32 outputs.
-
-    The samples are spread evenly over the fewest batches (65 samples with a limit of 64 run as
-    33 + 32), so every batch has the same shape: one trace, one XLA compilation.
-    """
-    n = len(x)
-    if n == 0:
-        raise DatasetError("predict() got 0 samples: give at least one")
-    limit = min(batch_size or DEFAULT_BATCH, n)
-    batch = -(-n // -(-n // limit))
-    outputs = []
-    for start in range(0, n, batch):
-        chunk = x[start : start + batch]
-        real = len(chunk)
-        if real < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
-        outputs.append(np.asarray(run(chunk), dtype=np.float32)[:real])
-    return np.concatenate(outputs)
-
-
-def input_spec(source: SourceModel) -> Any:
-    tf = tfenv.tensorflow()
-    return tf.TensorSpec((None, *source.input_shape), source.input_dtype, name="input")
-
-
-def inference_function(source: SourceModel, model: Any = None, cast_to_float32: bool = False) -> Any:
-    """A ``tf.function`` with one input signature computing ``source``'s output (inference mode).
-
-    ``model`` replaces ``source.model`` (e.g. a bfloat16 rebuild); a SavedModel source calls its
-    ``serving_default`` signature.
-    """
-    tf = tfenv.tensorflow()
-    spec = input_spec(source)
-    if source.kind == "saved_model":
-        sig = source.model.signatures["serving_default"]
-        key = next(iter(sig.structured_input_signature[1]))
-        out_key = sorted(sig.structured_outputs)[0]
-
-        def call(x: Any) -> Any:
-            return sig(**{key: x})[out_key]
-    elif source.kind in ("keras3", "tf_keras"):
-        keras_model = source.model if model is None else model
-
-        def call(x: Any) -> Any:
-            y = keras_model(x, training=False)
-            return tf.cast(y, tf.float32) if cast_to_float32 else y
-    else:
-        raise BackendUnavailable(
-            f"{source.name} is a {source.kind} model: TensorFlow backends need the Keras or SavedModel source"
-        )
-    return tf.function(call, input_signature=[spec])
 
 
 def _first_line(exc: BaseException) -> str:
@@ -165,32 +105,42 @@ def register_variants(registry: Any) -> None:
 
 # ---- SavedModel export ------------------------------------------------------------------------
 def export_saved_model(source: SourceModel, precision: str, directory: str, backend: str) -> dict[str, str]:
-    """Write ``source`` at ``precision`` as a SavedModel with a ``serving_default`` signature into ``directory``."""
+    """Write ``source`` at ``precision`` as a SavedModel with a ``serving_default`` signature into ``directory``.
+
+    The signature takes and returns the model's inputs and outputs by name (its keys). A SavedModel
+    source is copied as given when its signature is ``serving_default``; one tested through another
+    signature (``ini tfopt_signature``) is re-saved with that signature as ``serving_default``.
+    """
     tfenv.tensorflow()
     if source.kind == "saved_model":
         if precision != "fp32":
             bf16_model(source, backend)  # raises the reason
-        shutil.copytree(source.path, directory, dirs_exist_ok=True)
-        return {"export": "SavedModel copied as given"}
+        if source.signature_key == DEFAULT_SIGNATURE:
+            shutil.copytree(source.path, directory, dirs_exist_ok=True)
+            return {"export": "SavedModel copied as given"}
+        _resave_saved_model(source, directory, backend)
+        return {"export": f"SavedModel re-saved with its {source.signature_key!r} signature as serving_default",
+                "signature": DEFAULT_SIGNATURE}
     if source.kind not in ("keras3", "tf_keras"):
         raise BackendUnavailable(
             f"backend {backend!r} cannot run {source.name}: it is a {source.kind} file, and TensorFlow runs "
             "SavedModels; point tfopt_model at the Keras or SavedModel source"
         )
-    settings = {"signature": "serving_default", "input": "input"}
+    settings = {"signature": DEFAULT_SIGNATURE, "inputs": ", ".join(source.signature.input_names),
+                "outputs": ", ".join(source.signature.output_names)}
     model = source.model
     if precision == "bf16":
         model = bf16_model(source, backend)
         settings["policy"] = BF16_POLICY
-        settings["outputs"] = "cast to float32"
-    serve = inference_function(source, model, cast_to_float32=precision == "bf16")
+        settings["output_dtype"] = "cast to float32"
+    serve = source.serving_function(model, cast_to_float32=precision == "bf16")
     try:
         if source.kind == "keras3":
             import keras
 
             archive = keras.export.ExportArchive()
             archive.track(model)
-            archive.add_endpoint("serving_default", serve)
+            archive.add_endpoint(DEFAULT_SIGNATURE, serve)
             archive.write_out(directory, verbose=False)
             settings["export"] = "keras.export.ExportArchive"
         else:
@@ -204,6 +154,19 @@ def export_saved_model(source: SourceModel, precision: str, directory: str, back
             f"{_first_line(exc)}"
         ) from None
     return settings
+
+
+def _resave_saved_model(source: SourceModel, directory: str, backend: str) -> None:
+    """Save the loaded SavedModel again with its ``source.signature_key`` signature as ``serving_default``."""
+    tf = tfenv.tensorflow()
+    try:
+        tf.saved_model.save(source.model, directory,
+                            signatures={DEFAULT_SIGNATURE: source.model.signatures[source.signature_key]})
+    except Exception as exc:
+        raise ConversionError(
+            f"could not re-save {source.name} with its {source.signature_key!r} signature as serving_default for "
+            f"backend {backend!r}: {_first_line(exc)} (export it with that signature as serving_default)"
+        ) from None
 
 
 def _save_tf_keras(model: Any, serve: Any, directory: str) -> None:
@@ -220,8 +183,22 @@ def _save_tf_keras(model: Any, serve: Any, directory: str) -> None:
 
 
 # ---- runner ------------------------------------------------------------------------------------
+def saved_model_signature(sig: Any) -> Signature:
+    """The named inputs and outputs of a loaded SavedModel signature (keys sorted, as everywhere)."""
+    specs = sig.structured_input_signature[1]
+    outputs = sig.structured_outputs
+
+    def info(name: str, spec: Any) -> TensorInfo:
+        return TensorInfo(name, tuple(None if d is None else int(d) for d in spec.shape[1:]), dtype_name(spec.dtype))
+
+    return Signature(tuple(info(k, specs[k]) for k in sorted(specs)), tuple(info(k, outputs[k]) for k in sorted(outputs)))
+
+
 class TFRunner(Runner):
-    """Runs a packed SavedModel's ``serving_default`` signature (optionally XLA-compiled)."""
+    """Runs a packed SavedModel's ``serving_default`` signature (optionally XLA-compiled), inputs and outputs by key.
+
+    Free (``None``) axes run at the data's shapes: each new shape is one more trace (and XLA compilation).
+    """
 
     def __init__(self, content: bytes, threads: int = 1, name: str = "model", jit_compile: bool = False) -> None:
         tf = tfenv.tensorflow()
@@ -230,38 +207,39 @@ class TFRunner(Runner):
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, True)
         unpack(content, self._dir)
         self._loaded = tf.saved_model.load(self._dir)
-        sig = self._loaded.signatures["serving_default"]
-        key, spec = next(iter(sig.structured_input_signature[1].items()))
-        out_key = sorted(sig.structured_outputs)[0]
-        self.input_shape = tuple(None if d is None else int(d) for d in spec.shape[1:])
-        self._dtype = spec.dtype
+        sig = self._loaded.signatures[DEFAULT_SIGNATURE]
+        self.signature = saved_model_signature(sig)
+        self.input_shape = self.signature.inputs[0].shape  # the first input's, for callers of one-input models
         self.info: dict[str, Any] = {
             "threads": threads,
             "runtime": f"tensorflow {tf.__version__} tf.saved_model.load",
-            "signature": "serving_default",
+            "signature": DEFAULT_SIGNATURE,
             "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "jit_compile": jit_compile,
         }
 
-        def call(x: Any) -> Any:
-            return sig(**{key: x})[out_key]
+        def call(feed: Any) -> Any:
+            return sig(**feed)
 
         self._fn = tf.function(call, jit_compile=jit_compile)
 
-    def _tensor(self, x: np.ndarray) -> Any:
+    def _tensors(self, feed: dict[str, np.ndarray]) -> dict[str, Any]:
         tf = tfenv.tensorflow()
-        return tf.constant(x, dtype=self._dtype)
+        return {n: tf.constant(v) for n, v in feed.items()}  # ``feed`` is already in each input's dtype
 
-    def predict(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        x = check_batch(x, self.input_shape, self.name)
-        return predict_in_batches(x, batch_size, lambda chunk: self._fn(self._tensor(chunk)).numpy())
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {n: v.numpy() for n, v in self._fn(self._tensors(feed)).items()}
 
-    def prepare(self, x: np.ndarray) -> Callable[[], None]:
-        tensor = self._tensor(check_batch(x, self.input_shape, self.name))
-        fn = self._fn.get_concrete_function(tensor)  # traced (and XLA-compiled) for this batch: no dispatch cost
+    def predict(self, x: Any, batch_size: int | None = None) -> Any:
+        feed = self.signature.feed(x, "input", self.name)
+        return self.signature.result(run_in_batches(feed, batch_size, self._run, DEFAULT_BATCH))
+
+    def prepare(self, x: Any) -> Callable[[], None]:
+        tensors = self._tensors(self.signature.feed(x, "input", self.name))
+        fn = self._fn.get_concrete_function(tensors)  # traced (and XLA-compiled) for this batch: no dispatch cost
 
         def invoke() -> None:
-            fn(tensor)
+            fn(tensors)
 
         return invoke
 
@@ -315,9 +293,8 @@ class XLABackend(TFBackend):
 
     def load(self, artifact: Artifact, threads: int) -> TFRunner:
         runner = super().load(artifact, threads)
-        shape = tuple(d or 1 for d in runner.input_shape)
         try:  # compile once now: an op XLA cannot compile is a clear skip, not a failure mid-measurement
-            runner.predict(np.zeros((1, *shape), dtype=np.float32))
+            runner.predict(warm_up_batch(runner.signature))
         except Exception as exc:
             if type(exc).__name__ not in ("InvalidArgumentError", "UnimplementedError", "InternalError"):
                 raise
@@ -327,3 +304,8 @@ class XLABackend(TFBackend):
                 "(run it on backend tf instead)"
             ) from None
         return runner
+
+
+def warm_up_batch(signature: Signature, free: int = WARM_UP_FREE_AXIS) -> dict[str, np.ndarray]:
+    """One sample of zeros for every input, in its dtype (integer ids as 0), ``free`` on free axes."""
+    return {t.name: np.zeros((1, *(free if d is None else d for d in t.shape)), dtype=t.dtype) for t in signature.inputs}

@@ -1,18 +1,20 @@
 """Graph optimization: freeze the inference graph and run Grappler on it.
 
-``graphopt`` takes the current model (a Keras model or a SavedModel), traces its inference
-function (``model(x, training=False)``, or the SavedModel's ``serving_default``), folds
-the variables into constants and runs Grappler's graph rewrites (pruning, debug stripping,
-function inlining, common-subgraph elimination, constant folding, shape and arithmetic
-simplification, loop and dependency optimization). The result is exported as a TF1-style
-SavedModel with a ``serving_default`` signature into a temporary directory that lives as
-long as the returned :class:`~pytest_tfopt.models.SourceModel`; the precision stage then
-converts it like any SavedModel, e.g. ``graphopt+int8``.
+``graphopt`` takes the current model (a Keras model or a SavedModel), traces its serving
+function (:meth:`~pytest_tfopt.models.SourceModel.serving_function`: every input and output by
+name, inference mode), folds the variables into constants and runs Grappler's graph rewrites
+(pruning, debug stripping, function inlining, common-subgraph elimination, constant folding,
+shape and arithmetic simplification, loop and dependency optimization). The result is exported
+as a TF1-style SavedModel whose ``serving_default`` signature keeps the model's input and output
+names, into a temporary directory that lives as long as the returned
+:class:`~pytest_tfopt.models.SourceModel`; the precision stage then converts it like any
+SavedModel, e.g. ``graphopt+int8``.
 
 Grappler's *remapper* is left out on purpose: it fuses Conv2D/MatMul+BiasAdd+activation
 into ``_FusedConv2D``/``_FusedMatMul``, TensorFlow-CPU kernels the TFLite converter
-rejects (TFLite fuses those itself). Outputs are checked against the original model: a
-maximum absolute difference above ``1e-4`` is a :class:`ConversionError`.
+rejects (TFLite fuses those itself). Every output is checked against the original model on a
+few samples of every input (see :func:`_probe`): a maximum absolute difference above ``1e-4`` is
+a :class:`ConversionError` naming the output.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import numpy as np
 
 from .. import tfenv
 from ..dataset import Dataset
-from ..errors import ConversionError
+from ..errors import ConversionError, DatasetError
 from ..models import SourceModel, _from_keras, _load_saved_model
+from ..signature import n_samples, take
 from . import Recipe, VariantRegistry
 from .training import Log
 
@@ -41,23 +44,30 @@ GRAPPLER_OPTIMIZERS = (
 )
 
 
-def _inference_function(source: SourceModel) -> tuple[Any, str, str, Callable[[np.ndarray], np.ndarray]]:
-    """The concrete inference function, its input and output keys, and a reference ``predict``."""
+def _inference_function(source: SourceModel) -> tuple[Any, list[str], list[str]]:
+    """The concrete serving function and its input and output names, in the order of its flat tensors.
+
+    ``tf.nest`` flattens the function's dict input and dict output by sorted key, and so do
+    ``ConcreteFunction.inputs``/``outputs`` (resource captures follow the inputs); pairing names
+    through the same flattening keeps every tensor with its name.
+    """
     tf = tfenv.tensorflow()
-    if source.kind == "saved_model":
-        sig = source.model.signatures["serving_default"]
-        (in_key,) = sig.structured_input_signature[1].keys()
-        (out_key,) = sig.structured_outputs.keys()
-        return sig, in_key, out_key, lambda x: np.asarray(sig(**{in_key: tf.constant(x)})[out_key])
-    if source.kind in ("keras3", "tf_keras"):
-        model = source.model
-        spec = [tf.TensorSpec((None, *source.input_shape), source.input_dtype, name="input")]
-        fn = tf.function(lambda x: model(x, training=False), input_signature=spec).get_concrete_function()
-        return fn, "input", "output_0", lambda x: np.asarray(tf.nest.flatten(fn(tf.constant(x)))[0])
-    raise ConversionError(
-        f"graphopt optimizes a TensorFlow graph but {source.name} is a {source.kind} model: "
-        "give the Keras or SavedModel source"
-    )
+    if source.kind not in ("saved_model", "keras3", "tf_keras"):
+        raise ConversionError(
+            f"graphopt optimizes a TensorFlow graph but {source.name} is a {source.kind} model: "
+            "give the Keras or SavedModel source"
+        )
+    fn = source.serving_function().get_concrete_function()
+    in_names = tf.nest.flatten({n: n for n in source.signature.input_names})
+    out_names = tf.nest.flatten({n: n for n in source.signature.output_names})
+    return fn, in_names, out_names
+
+
+def _outputs(call: Callable[[dict[str, Any]], Any], feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``call`` (taking a dict input name → tensor, returning a dict by output name) on ``feed``, as arrays."""
+    tf = tfenv.tensorflow()
+    out = call({k: tf.constant(v) for k, v in feed.items()})
+    return {k: np.asarray(v) for k, v in out.items()}
 
 
 def _count(graph_def: Any) -> collections.Counter:
@@ -87,8 +97,8 @@ def _grappler(graph_def: Any, graph: Any, inputs: list[Any], outputs: list[Any])
     return tf_optimizer.OptimizeGraph(config, meta_graph)
 
 
-def _export(graph_def: Any, inputs: list[Any], outputs: list[Any], in_key: str, out_key: str, path: str) -> None:
-    """Write ``graph_def`` as a SavedModel whose ``serving_default`` maps ``in_key`` to ``out_key``."""
+def _export(graph_def: Any, inputs: dict[str, Any], outputs: dict[str, Any], path: str) -> None:
+    """Write ``graph_def`` as a SavedModel whose ``serving_default`` maps the named ``inputs`` to the named ``outputs``."""
     tf = tfenv.tensorflow()
     from tensorflow.core.protobuf import meta_graph_pb2
 
@@ -97,8 +107,10 @@ def _export(graph_def: Any, inputs: list[Any], outputs: list[Any], in_key: str, 
                                          tensor_shape=tensor.shape.as_proto())
 
     signature = meta_graph_pb2.SignatureDef(method_name=tf.saved_model.PREDICT_METHOD_NAME)
-    signature.inputs[in_key].CopyFrom(info(inputs[0]))
-    signature.outputs[out_key].CopyFrom(info(outputs[0]))
+    for name, tensor in inputs.items():
+        signature.inputs[name].CopyFrom(info(tensor))
+    for name, tensor in outputs.items():
+        signature.outputs[name].CopyFrom(info(tensor))
     with tf.Graph().as_default() as graph:
         tf.graph_util.import_graph_def(graph_def, name="")
         with tf.compat.v1.Session(graph=graph) as session:
@@ -108,22 +120,44 @@ def _export(graph_def: Any, inputs: list[Any], outputs: list[Any], in_key: str, 
             builder.save()
 
 
-def _probe(source: SourceModel, train: Dataset | None) -> np.ndarray:
-    """A few samples to compare outputs on: the training split when it fits, else seeded random data."""
+def _probe(source: SourceModel, train: Dataset | None) -> dict[str, np.ndarray]:
+    """A few samples of every input to compare outputs on: the training split when it fits, else seeded random data.
+
+    Random data: floats in [0, 1), booleans, and integers in {0, 1} (valid ids for any embedding
+    or lookup table); free axes are 8 long.
+    """
+    signature = source.signature
     if train is not None and len(train) > 0:
-        x = np.asarray(train.x[:PROBE_SAMPLES])
-        fits = x.ndim == len(source.input_shape) + 1 and all(
-            e is None or e == g for e, g in zip(source.input_shape, x.shape[1:], strict=False))
-        if fits:
-            return x.astype(source.input_dtype, copy=False)
+        try:
+            return signature.feed(take(train.x, slice(0, PROBE_SAMPLES)), "probe data", source.name, one_sample=False)
+        except DatasetError:
+            pass  # e.g. data for another model: random samples still compare the graphs
     rng = np.random.default_rng(0)
-    shape = (PROBE_SAMPLES, *(8 if d is None else d for d in source.input_shape))
-    dtype = np.dtype(source.input_dtype)
-    if np.issubdtype(dtype, np.floating):
-        return rng.random(shape).astype(dtype)
-    if dtype == np.bool_:
-        return rng.random(shape) < 0.5
-    return rng.integers(0, 10, shape).astype(dtype)
+    feed = {}
+    for t in signature.inputs:
+        shape = (PROBE_SAMPLES, *(8 if d is None else d for d in t.shape))
+        dtype = np.dtype(t.dtype)
+        if np.issubdtype(dtype, np.floating):
+            feed[t.name] = rng.random(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feed[t.name] = rng.random(shape) < 0.5
+        else:
+            feed[t.name] = rng.integers(0, 2, shape).astype(dtype)
+    return feed
+
+
+def _largest_difference(expected: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> tuple[str, float, bool]:
+    """(the output differing most, its max abs difference, whether every output is within :data:`TOLERANCE`)."""
+    worst, worst_diff, close = next(iter(expected)), 0.0, True
+    for name, want in expected.items():
+        have = got.get(name)
+        if have is None or have.shape != want.shape:
+            return name, float("inf"), False
+        diff = float(np.nanmax(np.abs(have.astype(np.float64) - want.astype(np.float64)))) if have.size else 0.0
+        close = close and np.allclose(have, want, rtol=0, atol=TOLERANCE, equal_nan=True)
+        if diff > worst_diff or np.isnan(diff):
+            worst, worst_diff = name, diff
+    return worst, worst_diff, close
 
 
 def _graphopt(model: Any, train: Dataset | None, params: dict[str, Any], log: Log) -> tuple[SourceModel, dict]:
@@ -131,26 +165,27 @@ def _graphopt(model: Any, train: Dataset | None, params: dict[str, Any], log: Lo
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     source = model if isinstance(model, SourceModel) else _from_keras(model, getattr(model, "name", "model"), None)
-    fn, in_key, out_key, reference = _inference_function(source)
+    fn, in_names, out_names = _inference_function(source)
     try:
         frozen = convert_variables_to_constants_v2(fn, lower_control_flow=False)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ConversionError(f"graphopt could not freeze {source.name}'s variables into constants ({first})") from None
-    inputs = [t for t in frozen.inputs if t.dtype != tf.resource]
-    outputs = list(frozen.outputs)
-    if len(inputs) != 1 or len(outputs) != 1:
+    placeholders = [t for t in frozen.inputs if t.dtype != tf.resource]
+    if len(placeholders) != len(in_names) or len(frozen.outputs) != len(out_names):
         raise ConversionError(
-            f"graphopt: the frozen graph of {source.name} has {len(inputs)} inputs and {len(outputs)} outputs; "
-            "this version supports one of each"
+            f"graphopt: the frozen graph of {source.name} has {len(placeholders)} inputs and {len(frozen.outputs)} "
+            f"outputs, its signature {len(in_names)} and {len(out_names)}: use the variant without graphopt"
         )
+    inputs = dict(zip(in_names, placeholders, strict=True))
+    outputs = dict(zip(out_names, frozen.outputs, strict=True))
     frozen_def = frozen.graph.as_graph_def()
-    optimized = _grappler(frozen_def, frozen.graph, inputs, outputs)
+    optimized = _grappler(frozen_def, frozen.graph, list(inputs.values()), list(outputs.values()))
     before, after = _count(frozen_def), _count(optimized)
 
     path = tempfile.mkdtemp(prefix="tfopt-graphopt-")
     try:
-        _export(optimized, inputs, outputs, in_key, out_key, path)
+        _export(optimized, inputs, outputs, path)
         result = _load_saved_model(path)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
@@ -158,14 +193,16 @@ def _graphopt(model: Any, train: Dataset | None, params: dict[str, Any], log: Lo
     weakref.finalize(result, shutil.rmtree, path, True)  # the directory lives as long as the model
     result.name = f"{source.name}:graphopt"
 
-    x = _probe(source, train)
-    expected = reference(x)
-    got = np.asarray(result.model.signatures["serving_default"](**{in_key: tf.constant(x)})[out_key])
-    diff = float(np.nanmax(np.abs(got.astype(np.float64) - expected.astype(np.float64)))) if got.size else 0.0
-    if got.shape != expected.shape or not np.allclose(got, expected, rtol=0, atol=TOLERANCE, equal_nan=True):
+    feed = _probe(source, train)
+    expected = _outputs(fn, feed)
+    optimized_fn = result.model.signatures["serving_default"]
+    got = _outputs(lambda tensors: optimized_fn(**tensors), feed)
+    worst, diff, close = _largest_difference(expected, got)
+    if not close:
+        where = f" on output {worst!r}" if len(expected) > 1 else ""
         raise ConversionError(
-            f"graphopt changed {source.name}'s outputs (max abs difference {diff:.3g} > {TOLERANCE:g} on "
-            f"{len(x)} samples): use the variant without graphopt"
+            f"graphopt changed {source.name}'s outputs (max abs difference {diff:.3g} > {TOLERANCE:g}{where} on "
+            f"{n_samples(feed)} samples): use the variant without graphopt"
         )
     ops_before, ops_after = sum(before.values()), sum(after.values())
     log(f"graphopt: {ops_before} -> {ops_after} ops, max abs difference {diff:.3g}")
