@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from .errors import DatasetError, UsageError
 
 #: one array, or a mapping name → array (first axis = samples)
-Batch = Union[np.ndarray, Mapping[str, np.ndarray]]
+Batch = np.ndarray | Mapping[str, np.ndarray]
 
 
 def shape_text(shape: tuple[int | None, ...]) -> str:
