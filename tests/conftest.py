@@ -62,6 +62,23 @@ def preloaded_runtimes() -> None:
     for optional in ("openvino", "nncf", "onnxruntime", "tf2onnx"):  # compiled modules that cannot load twice either
         with contextlib.suppress(ImportError):
             importlib.import_module(optional)
+    # NNCF imports its OpenVINO backend lazily, inside the first quantization, and registers metatypes in
+    # registries of modules already loaded: imported inside one pytester run and dropped with it, a second
+    # import raises "OVParameterMetatype is already registered". Load them once, for the whole session.
+    for lazy in NNCF_OPENVINO_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(lazy)
+
+
+#: what ``nncf.quantize`` on an OpenVINO model imports on first use (NNCF 2.x)
+NNCF_OPENVINO_MODULES = (
+    "nncf.openvino.graph.metatypes.openvino_metatypes", "nncf.openvino.graph.nncf_graph_builder",
+    "nncf.openvino.graph.model_transformer", "nncf.openvino.engine", "nncf.openvino.hardware.fused_patterns",
+    "nncf.openvino.quantization.quantize_model", "nncf.openvino.quantization.quantize_ifmodel",
+    "nncf.openvino.statistics.aggregator", "nncf.quantization.algorithms.min_max.openvino_backend",
+    "nncf.quantization.algorithms.fast_bias_correction.openvino_backend",
+    "nncf.quantization.algorithms.post_training.algorithm", "nncf.quantization.algorithms.accuracy_control.algorithm",
+)
 
 
 @pytest.fixture

@@ -77,6 +77,11 @@ def build_multitask():
                        name="multitask")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _runtimes_loaded_once(preloaded_runtimes):
+    """TensorFlow, OpenVINO and NNCF's lazily imported backends loaded for the session (see conftest)."""
+
+
 @pytest.fixture(scope="module")
 def multitask():
     return build_multitask()
