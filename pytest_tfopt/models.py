@@ -113,7 +113,7 @@ def _tf_variable(v: Any) -> Any:
 
 def keras_input_structure(model: Any) -> Any:
     """How a Keras model takes its inputs: a list of names, a dict's names, or one name."""
-    struct = getattr(model, "_inputs_struct", None)  # Keras 3 functional
+    struct = _structure(model, "inputs")
     if isinstance(struct, dict):
         return {k: k for k in struct}
     names = keras_input_names(model)
@@ -132,7 +132,7 @@ def _structured(feed: dict[str, Any], structure: Any) -> Any:
 
 def keras_input_names(model: Any) -> list[str]:
     """Input names in the model's order: dict keys, else the ``Input`` layers' names."""
-    struct = getattr(model, "_inputs_struct", None)
+    struct = _structure(model, "inputs")
     if isinstance(struct, dict):
         return list(struct)
     names = getattr(model, "input_names", None)  # tf_keras
@@ -143,13 +143,19 @@ def keras_input_names(model: Any) -> list[str]:
 
 def keras_output_names(model: Any) -> list[str]:
     """Output names in the model's order: dict keys, else the output layers' names."""
-    struct = getattr(model, "_outputs_struct", None)
+    struct = _structure(model, "outputs")
     if isinstance(struct, dict):
         return list(struct)
     names = getattr(model, "output_names", None)
     if names and len(names) == len(model.outputs):
         return list(names)
     return [_tensor_name(t, f"output_{i}") for i, t in enumerate(model.outputs)]
+
+
+def _structure(model: Any, which: str) -> Any:
+    """How a functional model nests its ``inputs``/``outputs``: Keras 3 ``_inputs_struct``, tf_keras ``_nested_inputs``."""
+    struct = getattr(model, f"_{which}_struct", None)
+    return struct if struct is not None else getattr(model, f"_nested_{which}", None)
 
 
 def _tensor_name(t: Any, default: str) -> str:
@@ -340,7 +346,7 @@ def _from_keras(model: Any, name: str, path: str | None) -> SourceModel:
     by_name = _inputs_by_name(model, inputs, in_names)
     ins = tuple(TensorInfo(n, _per_sample(by_name[n].shape), dtype_name(by_name[n].dtype)) for n in in_names)
     out_names = keras_output_names(model)
-    out_struct = getattr(model, "_outputs_struct", None)
+    out_struct = _structure(model, "outputs")
     # a dict's tensors by key: Keras keeps model.outputs in flattened (sorted) order, not the dict's
     out_by_name = dict(out_struct) if isinstance(out_struct, dict) else dict(zip(out_names, model.outputs, strict=True))
     outs = tuple(TensorInfo(n, _per_sample(out_by_name[n].shape), dtype_name(out_by_name[n].dtype)) for n in out_names)
@@ -349,7 +355,7 @@ def _from_keras(model: Any, name: str, path: str | None) -> SourceModel:
 
 
 def _inputs_by_name(model: Any, inputs: list[Any], names: list[str]) -> dict[str, Any]:
-    struct = getattr(model, "_inputs_struct", None)
+    struct = _structure(model, "inputs")
     if isinstance(struct, dict):
         return dict(struct)
     return dict(zip(names, inputs, strict=True))

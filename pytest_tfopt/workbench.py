@@ -23,7 +23,7 @@ from .backends import Backend, BackendRegistry
 from .backends import default_registry as default_backends
 from .cache import ArtifactCache, cache_key
 from .dataset import Dataset
-from .errors import BackendUnavailable, ConversionError, DatasetError, ModelLoadError
+from .errors import BackendUnavailable, DatasetError, ModelLoadError
 from .measure.latency import LatencySettings
 from .models import DEFAULT_SIGNATURE, SourceModel, load_model
 from .runnable import RunnableModel
@@ -146,17 +146,6 @@ class Workbench:
         """Apply the plan's model-level transforms; returns the model to convert and per-stage stats."""
         if not plan.transforms:
             return source, []
-        sig = source.signature
-        keras_stages = [spec.id for spec, recipe in plan.transforms if recipe.needs_keras]
-        if keras_stages and (len(sig.inputs) > 1 or len(sig.outputs) > 1):
-            # refused before any fine-tune starts: the tf_keras transforms rebuild and train one-input, one-output models
-            stages_named = ", ".join(keras_stages)
-            raise ConversionError(
-                f"{stages_named} on {source.name} ({len(sig.inputs)} inputs, {len(sig.outputs)} outputs) is not "
-                "supported yet: model-level transforms rebuild and fine-tune one-input, one-output models; use the "
-                "post-training precisions (dynamic, float16, int8, int8_io, int16x8) or a graphopt stage, or test "
-                "one head as its own model"
-            )
         from .models import _from_keras
         from .variants.training import as_tf_keras
 

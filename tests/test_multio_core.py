@@ -166,12 +166,35 @@ def test_saved_model_with_another_signature_and_several_outputs(tmp_path, preloa
     assert np.mean(out["risk"].argmax(1) == np.asarray(ref["risk"]).argmax(1)) > 0.9
 
 
-def test_tf_keras_transforms_on_several_outputs_are_refused_before_training(bench):
+@pytest.mark.parametrize(("variant", "stat"), [
+    ("pruned(sparsity=0.5,epochs=2)+int8", "sparsity"),
+    ("clustered(clusters=8)+int8", "unique_weights"),
+    ("qat(epochs=1)", "touched_layers"),
+])
+def test_tfmot_transforms_on_named_inputs_and_outputs(bench, variant, stat):
+    """Rebuilt in tf_keras with the dict structure kept, fine-tuned on both labeled heads, ids never quantized."""
+    model = bench.runnable(variant)
+    stages = model.info["stages"]
+    assert stages and stat in stages[0]
+    if stat == "sparsity":
+        assert all(v >= 0.45 for v in stages[0]["sparsity"].values()), stages[0]
+    if stat == "unique_weights":
+        assert all(v <= 8 for v in stages[0]["unique_weights"].values()), stages[0]
+    out = model.predict(bench.evaluation.x)
+    assert set(out) == {"risk", "progression"}
+    assert model.evaluate(output="risk") > 0.6
+    assert model.evaluate(output="progression", metric="mae") < 0.7
+    dtypes = {d["name"]: d["dtype"] for d in model.runner._interp.get_input_details()}
+    assert any("ids" in n and t == np.int32 for n, t in dtypes.items()), dtypes
+
+
+def test_distillation_of_several_outputs_is_refused_before_training(bench):
     from pytest_tfopt.errors import ConversionError
 
     before = sorted(p for p in Path(bench.cache.root).rglob("*") if p.suffix != ".lock")
     with pytest.raises(ConversionError) as excinfo:
-        bench.build("pruned(sparsity=0.5)+int8")
-    one_line(excinfo, ConversionError, "pruned(sparsity=0.5) on diabetes_multitask.keras (2 inputs, 2 outputs)",
-             "not supported yet", "post-training precisions")
+        bench.build("distilled")
+    one_line(excinfo, ConversionError, "distilled cannot be defined for", "2 inputs and 2 outputs",
+             "one class output")
+    assert "epoch" not in str(excinfo.value)
     assert sorted(p for p in Path(bench.cache.root).rglob("*") if p.suffix != ".lock") == before  # nothing cached

@@ -20,7 +20,7 @@ from .. import tfenv
 from ..dataset import Dataset
 from ..errors import ConversionError, UsageError
 from . import Recipe, VariantRegistry
-from .tfmot_recipes import _clustered, _pruned
+from .tfmot_recipes import _clustered, _pruned, annotate_for_qat
 from .training import Log, fine_tune, positive_float, positive_int, require_training_data
 
 TRAIN = {"epochs": 1, "qat_epochs": 1, "batch_size": 32, "learning_rate": 1e-4}
@@ -106,7 +106,7 @@ def _preserving_qat(model: Any, train: Dataset, scheme: Any, stage: str, params:
     """``quantize_annotate_model`` + ``quantize_apply(scheme)``, then QAT fine-tuning."""
     qk = tfenv.tfmot().quantization.keras
     try:
-        annotated = qk.quantize_annotate_model(model)
+        annotated = annotate_for_qat(model, qk)
         qat = qk.quantize_apply(annotated, scheme)
     except (ValueError, RuntimeError, TypeError) as exc:
         raise ConversionError(f"tfmot cannot quantize {model.name} for {stage}: {str(exc).splitlines()[0][:200]}") from None

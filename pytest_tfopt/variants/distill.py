@@ -220,6 +220,13 @@ def _with_output(student: Any, input_shape: tuple, layer: Any | None, name: str)
 def _distill(teacher: Any, train: Dataset, params: dict[str, Any], log: Log,
              students: StudentRegistry) -> tuple[Any, dict[str, Any]]:
     require_training_data(train, "distilled")
+    if len(teacher.inputs) != 1 or len(teacher.outputs) != 1:
+        # refused before any training: the students are one-input classifiers matched to one class output
+        raise ConversionError(
+            f"distilled cannot be defined for {teacher.name}: it has {len(teacher.inputs)} inputs and "
+            f"{len(teacher.outputs)} outputs, and distillation here trains a one-input student on one class output "
+            "(soft targets); test the post-training precisions, pruned/clustered/qat, or distill one head as its own model"
+        )
     tf = tfenv.tensorflow()
     import tf_keras
 

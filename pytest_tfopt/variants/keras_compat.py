@@ -68,21 +68,59 @@ def _clean(tf_keras: Any, obj: Any) -> Any:
 
 
 def rebuild_in_tf_keras(model: Any) -> Any:
-    """A tf_keras model with ``model``'s architecture and weights; raises when outputs differ."""
+    """A tf_keras model with ``model``'s architecture and weights; raises when outputs differ.
+
+    Dict-structured inputs/outputs (Keras 3 ``input_layers``/``output_layers`` as mappings) are rebuilt
+    as lists and wrapped back into a tf_keras model with the same dict structure and names.
+    """
     import tf_keras
 
     config = json.loads(model.to_json())
     inner = config.get("config", {})
+    structure: dict[str, list[str] | None] = {"input_layers": None, "output_layers": None}
     if isinstance(inner, dict) and "layers" in inner:
         inner["layers"] = [_clean(tf_keras, layer) for layer in inner["layers"]]
         for key in ("input_layers", "output_layers"):
             value = inner.get(key)
-            if value and not isinstance(value[0], list):
+            if isinstance(value, dict):
+                structure[key] = list(value)
+                inner[key] = [value[k] for k in value]
+            elif value and not isinstance(value[0], list):
                 inner[key] = [value]
     clone = tf_keras.models.model_from_json(json.dumps(config))
+    if structure["input_layers"] or structure["output_layers"]:
+        ins = structure["input_layers"]
+        outs = structure["output_layers"]
+        clone = tf_keras.Model(dict(zip(ins, clone.inputs, strict=True)) if ins else clone.inputs,
+                               dict(zip(outs, clone.outputs, strict=True)) if outs else clone.outputs,
+                               name=clone.name)
     clone.set_weights(model.get_weights())
-    shape = (2, *(d or 1 for d in model.inputs[0].shape[1:]))
-    probe = np.random.default_rng(0).random(shape, dtype=np.float32)
-    if not np.allclose(np.asarray(clone(probe, training=False)), np.asarray(model(probe, training=False)), atol=1e-5):
+    probe = _probe(model)
+    ours, theirs = _flat(clone(probe, training=False)), _flat(model(probe, training=False))
+    if len(ours) != len(theirs) or not all(np.allclose(a, b, atol=1e-5) for a, b in zip(ours, theirs, strict=True)):
         raise ValueError("the rebuilt model computes different outputs")
     return clone
+
+
+def _probe(model: Any) -> Any:
+    """Two samples for every input (small non-negative integers for integer inputs, free axes as 1)."""
+    rng = np.random.default_rng(0)
+
+    def one(t: Any) -> np.ndarray:
+        shape = (2, *(d or 1 for d in t.shape[1:]))
+        dtype = np.dtype(getattr(t.dtype, "name", t.dtype))
+        return rng.random(shape).astype(dtype) if np.issubdtype(dtype, np.floating) else np.zeros(shape, dtype)
+
+    struct = getattr(model, "_inputs_struct", None)
+    if isinstance(struct, dict):
+        return {k: one(v) for k, v in struct.items()}
+    probes = [one(t) for t in model.inputs]
+    return probes[0] if len(probes) == 1 else probes
+
+
+def _flat(y: Any) -> list[np.ndarray]:
+    if isinstance(y, dict):
+        return [np.asarray(y[k]) for k in sorted(y)]
+    if isinstance(y, (list, tuple)):
+        return [np.asarray(v) for v in y]
+    return [np.asarray(y)]

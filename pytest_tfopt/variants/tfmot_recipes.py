@@ -137,13 +137,50 @@ def _qat(model: Any, train: Dataset, params: dict[str, Any], log: Log) -> tuple[
     require_training_data(train, "qat")
     mot = tfenv.tfmot()
     try:
-        annotated = mot.quantization.keras.quantize_model(model)
+        annotated = _quantize_model(model, mot.quantization.keras)
     except (ValueError, RuntimeError) as exc:
         raise ConversionError(f"tfmot cannot quantize {model.name}: {str(exc).splitlines()[0][:200]}") from None
     log("qat: quantization-aware fine-tuning")
     fine_tune(annotated, train, stage="qat", epochs=params["epochs"], batch_size=params["batch_size"],
               learning_rate=params["learning_rate"], log=log)
     return annotated, {"touched_layers": [layer.name for layer in annotated.layers if "quant" in layer.name]}
+
+
+def _quantize_model(model: Any, qk: Any) -> Any:
+    """``quantize_model``, except that layers fed by integer inputs stay float (see :func:`annotate_for_qat`)."""
+    return qk.quantize_apply(annotate_for_qat(model, qk))
+
+
+def annotate_for_qat(model: Any, qk: Any) -> Any:
+    """``quantize_annotate_model``, except that layers fed by integer inputs (ids into an Embedding) stay float.
+
+    Annotating the whole model puts a fake-quant layer on every model input, which cannot take token or
+    feature ids: annotate every other layer instead, so ``quantize_apply`` quantizes only float paths.
+    """
+    if all(_floating(t) for t in model.inputs):
+        return qk.quantize_annotate_model(model)
+    import tf_keras
+
+    def annotate(layer: Any) -> Any:
+        fresh = type(layer).from_config(layer.get_config())
+        if isinstance(layer, tf_keras.layers.InputLayer) or not all(_floating(t) for t in _inputs_of(layer)):
+            return fresh
+        return qk.quantize_annotate_layer(fresh)
+
+    annotated = tf_keras.models.clone_model(model, clone_function=annotate)
+    annotated.set_weights(model.get_weights())
+    return annotated
+
+
+def _floating(tensor: Any) -> bool:
+    return bool(getattr(tensor.dtype, "is_floating", True))
+
+
+def _inputs_of(layer: Any) -> list[Any]:
+    value = layer.input
+    if isinstance(value, dict):
+        return list(value.values())
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def register(registry: VariantRegistry) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 from .. import tfenv
 from ..dataset import Dataset
 from ..errors import DatasetError, ModelLoadError, UsageError
+from ..models import keras_output_names, keras_outputs
 
 Log = Callable[[str], None]
 SEED = 0
@@ -53,21 +54,56 @@ def require_training_data(train: Dataset, stage: str) -> None:
     train.check_finite(f"training data for {stage}")
 
 
-def _loss(model: Any, train: Dataset) -> tuple[Any, list[str]]:
+def _loss(model: Any, train: Dataset) -> tuple[Any, Any]:
+    """The loss (and metrics) for ``model`` on ``train``'s labels: one, or a dict per labeled output."""
+    names = keras_output_names(model)
+    x, y = fit_data(model, train)
+    probe = keras_outputs(model(_head(x, 8), training=False), names)
+    if len(names) == 1:
+        return _loss_of(np.asarray(probe[names[0]]), y, names[0])
+    losses, metrics = {}, {}
+    for name in names:
+        if name in y:
+            losses[name], metrics[name] = _loss_of(np.asarray(probe[name]), y[name], name)
+    return losses, metrics
+
+
+def _loss_of(probe: np.ndarray, y: np.ndarray, output: str) -> tuple[Any, list[str]]:
     import tf_keras
 
-    probe = np.asarray(model(train.x[:8], training=False))
-    y = train.y
     if probe.ndim == 2 and probe.shape[1] > 1:
         probabilities = bool(np.all(probe >= 0) and np.allclose(probe.sum(axis=1), 1.0, atol=1e-3))
         if y.ndim > 1 and y.shape[-1] == probe.shape[1]:
             return tf_keras.losses.CategoricalCrossentropy(from_logits=not probabilities), ["accuracy"]
         if np.issubdtype(y.dtype, np.integer) and (y.min() < 0 or y.max() >= probe.shape[1]):
             raise DatasetError(
-                f"labels range over [{y.min()}, {y.max()}] but the model has {probe.shape[1]} classes: fix the labels"
+                f"labels{f' of {output!r}' if output else ''} range over [{y.min()}, {y.max()}] but the model has "
+                f"{probe.shape[1]} classes: fix the labels"
             )
         return tf_keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities), ["accuracy"]
     return tf_keras.losses.MeanSquaredError(), []
+
+
+def _head(x: Any, n: int) -> Any:
+    return {k: v[:n] for k, v in x.items()} if isinstance(x, dict) else x[:n]
+
+
+def fit_data(model: Any, train: Dataset) -> tuple[Any, Any]:
+    """``(x, y)`` for ``model.fit``: inputs by name in their own dtypes (one float input: float32), and the
+    labels — one array, or a dict of the labeled outputs of a model with several."""
+    x: Any = train.x
+    x = {k: np.asarray(v) for k, v in x.items()} if isinstance(x, dict) else np.asarray(x, np.float32)
+    names = keras_output_names(model)
+    y = train.y
+    if len(names) == 1:
+        return x, (train.labels(names[0]) if isinstance(y, dict) else y)
+    if not isinstance(y, dict):
+        raise DatasetError(f"the model has outputs {', '.join(names)}: give training labels as y_train:<output> "
+                           "(a mapping output name → labels)")
+    labeled = {n: y[n] for n in names if n in y}
+    if not labeled:
+        raise DatasetError(f"no training labels for any output of the model ({', '.join(names)}): give y_train:<output>")
+    return x, labeled
 
 
 class _EpochLog:
@@ -98,8 +134,9 @@ def fine_tune(model: Any, train: Dataset, *, stage: str, epochs: int, batch_size
     try:
         loss, metrics = _loss(model, train)
         model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+        x, y = fit_data(model, train)
         model.fit(
-            train.x.astype(np.float32), train.y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
+            x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
             callbacks=[*(callbacks or []), _EpochLog.make(stage, epochs, log)],
         )
     finally:
