@@ -198,3 +198,41 @@ def test_distillation_of_several_outputs_is_refused_before_training(bench):
              "one class output")
     assert "epoch" not in str(excinfo.value)
     assert sorted(p for p in Path(bench.cache.root).rglob("*") if p.suffix != ".lock") == before  # nothing cached
+
+
+def test_int8_max_drop_on_several_outputs_is_refused_before_converting(bench):
+    from pytest_tfopt.errors import ConversionError
+
+    with pytest.raises(ConversionError) as excinfo:
+        bench.build("int8(max_drop=0.01)")
+    one_line(excinfo, ConversionError, "int8(max_drop=...) on diabetes_multitask.keras (2 inputs, 2 outputs)",
+             "max_accuracy_drop(..., output=...)")
+
+
+def test_cli_bench_reports_each_labeled_output(tmp_path, capsys, preloaded_runtimes):
+    import json
+
+    from pytest_tfopt.cli import main
+
+    out = tmp_path / "bench.json"
+    code = main(["bench", str(MULTITASK), "--data", str(DIABETES), "--variant", "int8", "--no-latency",
+                 "--cache-dir", str(tmp_path / "cache"), "--json", str(out)])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "progression 0.45" in table and "risk 0.7" in table
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["int8"]["metric[risk]"] == "top1" and rows["int8"]["metric[progression]"] == "mae"
+    assert abs(rows["int8"]["accuracy_drop[risk]"]) < 0.05 and rows["fp32"]["outputs"] == ["progression", "risk"]
+
+
+def test_tflite_source_with_a_signature(bench, tmp_path):
+    path = tmp_path / "multitask.tflite"
+    path.write_bytes(bench.build("fp32").content)
+    source = load_model(path)
+    assert source.kind == "tflite"
+    assert {t.name: t.dtype for t in source.signature.inputs} == {"features": "float32", "ids": "int32"}
+    assert source.signature.output_names == ["progression", "risk"]
+    wb = Workbench(path, DIABETES, cache_dir=tmp_path / "cache", threads=1)
+    out = wb.runnable("fp32").predict(wb.evaluation.x)
+    ref = bench.runnable("fp32").predict(bench.evaluation.x)
+    assert all(np.array_equal(out[k], ref[k]) for k in ("risk", "progression"))

@@ -118,10 +118,11 @@ def _bench_one(wb: Any, vid: str, backend: str, reference: Any, labelled: bool, 
     ref = model if reference is None else reference
     if labelled:
         progress.update("evaluating")
-        try:
-            model.evaluate(metric=args.metric)
-        except DatasetError as exc:  # the metric does not fit this model: show the rest without accuracy
-            console.note(f"{vid} on {backend}: accuracy not measured: {exc}")
+        for output, metric in _scored_outputs(model, args.metric):
+            try:
+                model.evaluate(metric=metric, output=output)
+            except DatasetError as exc:  # the metric does not fit this model: show the rest without accuracy
+                console.note(f"{vid} on {backend}: accuracy{'' if output is None else f'[{output}]'} not measured: {exc}")
     if not args.no_latency:
         progress.update("timing")
         model.latency(1)
@@ -135,8 +136,26 @@ def _bench_one(wb: Any, vid: str, backend: str, reference: Any, labelled: bool, 
     return row
 
 
+def _scored_outputs(model: Any, metric: str) -> list[tuple[str | None, str]]:
+    """(output, metric) pairs to evaluate: the one output, or each labeled output of a model with several
+    (class labels with ``metric``; float targets with MAE unless ``metric`` already is a regression metric)."""
+    import numpy as np
+
+    names = model.signature.output_names
+    labels = model.eval_dataset.y
+    if len(names) == 1 or not isinstance(labels, dict):
+        return [(None, metric)]
+    pairs = []
+    for name in names:
+        if name in labels:
+            regression = not np.issubdtype(np.asarray(labels[name]).dtype, np.integer)
+            pairs.append((name, "mae" if regression and metric not in ("mae", "rmse") else metric))
+    return pairs
+
+
 def _bench_table(rows: list[dict[str, Any]], labelled: bool, latency: bool) -> list[str]:
     from ..report.common import scaled
+    from ..report.terminal import accuracy_cells
 
     header = ["variant", "backend"]
     if labelled:
@@ -149,7 +168,7 @@ def _bench_table(rows: list[dict[str, Any]], labelled: bool, latency: bool) -> l
     for r in rows:
         cells = [r["variant"] + (" *" if r.get("xnnpack_fallback") else ""), r["backend"]]
         if labelled:
-            cells += [fmt(r.get("accuracy"), ".4f"), fmt(r.get("accuracy_drop"), "+.4f")]
+            cells += list(accuracy_cells(r))
         ratio = r.get("compression_ratio")
         cells += [fmt(scaled(k, r[k]), ".1f") for k in ("size_bytes", "gzip_size_bytes")]
         cells += ["-" if ratio is None else f"{ratio:.2f}x"]

@@ -36,7 +36,7 @@ def _budgets(row: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
-def _accuracy(row: dict[str, Any]) -> tuple[str, str]:
+def accuracy_cells(row: dict[str, Any]) -> tuple[str, str]:
     """(accuracy, drop) cells; a model with several outputs shows each labeled output's, named."""
     if row.get("accuracy") is not None or not any(k.startswith("accuracy[") for k in row):
         return _fmt(row.get("accuracy"), ".4f"), _fmt(row.get("accuracy_drop"), "+.4f")
@@ -52,7 +52,7 @@ def table_lines(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         name = r["test"].split("::")[-1]
         body.append((
-            name, r["variant"], r["backend"], *_accuracy(r),
+            name, r["variant"], r["backend"], *accuracy_cells(r),
             _fmt(r["size_bytes"] / 1024, ".1f"), _fmt(r.get("compression_ratio"), ".2f") + ("x" if r.get("compression_ratio") else ""),
             _latency(r, "p50"), _latency(r, "p95"), _budgets(r),
         ))

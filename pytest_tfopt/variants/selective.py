@@ -30,7 +30,7 @@ import numpy as np
 from .. import tfenv
 from ..artifact import Artifact
 from ..dataset import Dataset
-from ..errors import UsageError
+from ..errors import ConversionError, UsageError
 from ..models import SourceModel
 from . import Recipe, VariantRegistry
 from .ptq import DESCRIPTIONS, _build, validate_calibration_size
@@ -73,6 +73,14 @@ def validate(params: dict[str, Any]) -> None:
 
 def build(source: SourceModel, calibration: Dataset | None, params: dict[str, Any]) -> Artifact:
     """Plain ``int8`` without ``max_drop``; the accuracy-aware search with it."""
+    sig = source.signature
+    if params.get("max_drop") is not None and (len(sig.inputs) > 1 or len(sig.outputs) > 1):
+        # refused before converting anything: the layer search judges top-1 of one class output
+        raise ConversionError(
+            f"int8(max_drop=...) on {source.name} ({len(sig.inputs)} inputs, {len(sig.outputs)} outputs) is not "
+            "supported yet: its layer search ranks layers by the top-1 drop of one class output fed one input; use "
+            "plain int8 with per-output budgets (max_accuracy_drop(..., output=...)) and the triage of a failure"
+        )
     plain = _build("int8")(source, calibration, params)
     if params.get("max_drop") is None:
         return plain
