@@ -186,13 +186,35 @@ def _calibration_items(feed: dict[str, np.ndarray], batch: int) -> list[dict[str
     return items
 
 
+OVERFLOW_FIX_ENV = "TFOPT_OPENVINO_OVERFLOW_FIX"
+OVERFLOW_FIX_MODES = {"first_layer": "FIRST_LAYER", "enable": "ENABLE", "disable": "DISABLE"}
+
+
+def overflow_fix() -> str:
+    """NNCF's overflow fix for int8: ``enable`` (every layer's weights in 7 bits) on CPUs without VNNI, where
+    8-bit multiply-adds saturate (the cause ``onnxruntime``'s ``reduce_range`` handles too); NNCF's own
+    default ``first_layer`` where VNNI exists. ``$TFOPT_OPENVINO_OVERFLOW_FIX`` (first_layer|enable|disable)
+    overrides."""
+    from ..errors import UsageError
+    from .onnx import cpu_has_vnni
+
+    raw = os.environ.get(OVERFLOW_FIX_ENV, "").strip().lower()
+    if raw:
+        if raw not in OVERFLOW_FIX_MODES:
+            raise UsageError(f"${OVERFLOW_FIX_ENV}={raw!r}: use one of {', '.join(OVERFLOW_FIX_MODES)}")
+        return raw
+    return "first_layer" if cpu_has_vnni() else "enable"
+
+
 def quantize_int8(model: Any, calibration: Dataset | None, settings: dict[str, str]) -> Any:
     """``model`` after NNCF post-training int8 quantization on ``calibration``.
 
     NNCF runs each calibration item through the compiled model as a dict input name → batch; only
-    float activations get FakeQuantize, integer inputs (ids) stay integers.
+    float activations get FakeQuantize, integer inputs (ids) stay integers. The overflow fix follows
+    :func:`overflow_fix`.
     """
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     if calibration is None or len(calibration) == 0:
         raise DatasetError(
@@ -201,6 +223,8 @@ def quantize_int8(model: Any, calibration: Dataset | None, settings: dict[str, s
     shape = model.inputs[0].get_partial_shape()
     batch = shape[0].get_length() if shape.rank.is_static and shape[0].is_static else 1
     items = _calibration_items(port_feed(model, calibration.x), batch)
+    fix = overflow_fix()
+    advanced = AdvancedQuantizationParameters(overflow_fix=getattr(OverflowFix, OVERFLOW_FIX_MODES[fix]))
     logger = logging.getLogger("nncf")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -209,12 +233,14 @@ def quantize_int8(model: Any, calibration: Dataset | None, settings: dict[str, s
             quantized = nncf.quantize(
                 model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
                 target_device=nncf.TargetDevice.CPU, subset_size=len(items), fast_bias_correction=True,
+                advanced_parameters=advanced,
             )
     finally:
         logger.setLevel(level)
     settings.update(
         quantizer="nncf.quantize", preset="PERFORMANCE (symmetric int8 weights per channel and activations)",
         target_device="CPU", fast_bias_correction="True", calibration=f"{len(calibration)} samples",
+        overflow_fix=fix,
     )
     return quantized
 
@@ -413,4 +439,5 @@ class OpenVINOBackend(Backend):
         return OpenVINORunner(artifact.content, self.core, threads, name=artifact.variant)
 
     def versions(self) -> dict[str, str]:
-        return tfenv.dist_versions("openvino", "nncf")  # nncf builds int8: another version is another artifact
+        # nncf builds int8: another version, or another overflow fix, is another artifact
+        return {**tfenv.dist_versions("openvino", "nncf"), "openvino-int8-overflow-fix": overflow_fix()}
