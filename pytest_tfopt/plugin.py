@@ -33,6 +33,11 @@ from .workbench import DEFAULT_CALIBRATION_SIZE, Workbench
 DEFAULT_VARIANTS = "dynamic,float16,int8"
 ROW_KEY = "tfopt"
 STATE = pytest.StashKey["TfoptState"]()
+#: the runnable models a test obtained (optimized_model, reference_model, tfopt_variant(...)), in order
+USED_MODELS = pytest.StashKey[list]()
+MODEL_FIXTURES = ("optimized_model", "reference_model", "tfopt_variant")
+#: marker aliases: the same budget under another name (overrides, reports and budgets files treat them as one)
+ALIASES = {"min_accuracy_drop": "max_accuracy_drop"}
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -314,8 +319,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             for name in PARSERS:
                 for mark in item.iter_markers(name):
                     parse_marker(name, mark.args, mark.kwargs)
+            _check_budgets_have_a_model(item)
         except UsageError as exc:
             raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
+
+
+def _check_budgets_have_a_model(item: pytest.Item) -> None:
+    """A budget (or tfopt_variants) marker on a test that can get no runnable model would never be checked."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if fixtures & set(MODEL_FIXTURES):
+        return
+    budgets = sorted({name for name in PARSERS if _closest_markers(item, name)})
+    if item.get_closest_marker("tfopt_variants") is not None:
+        budgets.append("tfopt_variants")
+    if budgets:
+        raise UsageError(
+            f"{', '.join(budgets)} on a test that uses no model would never be checked: request the optimized_model "
+            "fixture (or reference_model, or tfopt_variant(...) for models built in the test body)"
+        )
 
 
 # ---- fixtures ------------------------------------------------------------------
@@ -380,6 +401,9 @@ def tfopt_variant(request: pytest.FixtureRequest, tfopt_backend: Any, _tfopt_wor
         with _core(state):
             model = _tfopt_workbench.runnable(variant, backend or tfopt_backend.name)
         model.begin_test(request.node.nodeid)  # this test's row shows what this test measured
+        used = request.node.stash.setdefault(USED_MODELS, [])
+        if not any(m is model for m in used):
+            used.append(model)  # its budgets are checked after the test body
         return model
 
     return make
@@ -406,7 +430,9 @@ def _budgets(item: pytest.Item, state: TfoptState, model: Any) -> tuple[list[Any
     changes: dict[str, Any] = {}
     if state.budgets_file is not None:
         from_file, changes = state.budgets_file.select(item.nodeid, model.variant, model.backend)
-    values = [b for name, b in from_file.items() if name not in marked] + [b for bs in marked.values() for b in bs]
+    overridden = {ALIASES.get(name, name) for name in marked}  # an alias overrides the same budget
+    values = [b for name, b in from_file.items() if ALIASES.get(name, name) not in overridden]
+    values += [b for bs in marked.values() for b in bs]
     base = state.baseline_rows.get((item.nodeid, model.variant, model.backend))
     checks = []
     for metric, change in changes.items():
@@ -431,21 +457,50 @@ def _closest_markers(item: pytest.Item, name: str) -> list[Any]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
+    """After the body: judge the test's budgets on its model(s) and record a row for each.
+
+    The model judged is ``optimized_model`` when the test has it; else every model the test obtained
+    through ``reference_model`` or ``tfopt_variant(...)`` (in the body too).
+    """
     funcargs = getattr(item, "funcargs", {})
-    model = funcargs.get("optimized_model")
-    if model is None:
+    bench = funcargs.get("_tfopt_workbench")
+    if bench is None:
         return (yield)
     state = _state(item.config)
-    bench: Workbench = funcargs["_tfopt_workbench"]
     try:
         result = yield
     except BaseException:
-        _record(item, model, None, [], "failed")
+        for model in _judged_models(item, funcargs):
+            _record(item, model, None, [], "failed")
         raise
+    models = _judged_models(item, funcargs)
+    if not models:
+        if any(_closest_markers(item, name) for name in PARSERS):
+            pytest.fail("the test's budget markers were not checked: it built no model (call tfopt_variant(...) "
+                        "in the body, or request optimized_model)", pytrace=False)
+        return result
+    failures = []
+    for model in models:
+        failures += _judge(item, state, bench, model)
+    if failures:
+        pytest.fail("\n".join(failures), pytrace=False)
+    return result
+
+
+def _judged_models(item: pytest.Item, funcargs: dict[str, Any]) -> list[Any]:
+    model = funcargs.get("optimized_model")
+    if model is not None:
+        return [model]
+    return list(item.stash.get(USED_MODELS, []))
+
+
+def _judge(item: pytest.Item, state: TfoptState, bench: Workbench, model: Any) -> list[str]:
+    """Every budget of ``item`` on ``model``; records its row; returns the failure text (empty when none broke)."""
     verdicts = []
     perf = item.config.option.tfopt_perf
     with _core(state):
         reference = bench.reference(model.backend)
+        model.begin_test(item.nodeid)
         values, changes = _budgets(item, state, model)
         if perf == "off":
             values = [b for b in values if not _is_perf(b)]
@@ -459,14 +514,12 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         verdicts = [_recorded(v) for v in verdicts]
     _measure_accuracy(model, reference)
     broken = [v.message for v in verdicts if v.passed is False]
-    if broken:
-        from .triage import failure_note  # lazy: the debugger runs only for failing accuracy budgets
-
-        note = failure_note(bench, model, verdicts) or f"kept artifact: {model.path}"
     _record(item, model, reference, verdicts, "failed" if broken else "passed")
-    if broken:
-        pytest.fail("\n".join([*broken, note]), pytrace=False)
-    return result
+    if not broken:
+        return []
+    from .triage import failure_note  # lazy: the debugger runs only for failing accuracy budgets
+
+    return [*broken, failure_note(bench, model, verdicts) or f"kept artifact: {model.path}"]
 
 
 PERF_MARKERS = ("max_latency_ms", "min_throughput", "min_speedup")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import DatasetError, UsageError
 from ..measure import accuracy as acc
 from ..measure import fidelity
 from ..measure.stats import mcnemar_exact, paired_bootstrap, tango_interval
@@ -84,9 +84,12 @@ class AccuracyDrop:
             args += f", confidence={self.confidence:g}"
             if self.method != "bootstrap":
                 args += f", method={self.method!r}"
-            if m.correct is not None and not self.relative and samples and 1 / samples > self.limit:
-                note = (f" (warning: {samples} samples cannot resolve a budget below {1 / samples:.4f}: "
-                        "evaluate on more data)")
+            # one sample changes a per-sample metric by 1/samples: a budget below that cannot be resolved
+            # (a relative budget is limit * |fp32's value| in the metric's own units)
+            absolute = self.limit * abs(ref) if self.relative else self.limit
+            if m.correct is not None and samples and 1 / samples > absolute:
+                note = (f" (warning: {samples} samples cannot resolve a budget below {1 / samples:.4f}"
+                        f"{' (absolute)' if self.relative else ''}: evaluate on more data)")
         passed: bool | None = decisive <= self.limit + 1e-12
         if passed and note:
             # a bootstrap over too few samples collapses to a point (one sample: [0, 0]): not evidence
@@ -116,7 +119,10 @@ class AccuracyDrop:
         labels = model._labels(data, output)
 
         def stat(index):  # type: ignore[no-untyped-def]
-            return m.drop(m(labels[index], theirs[index]), m(labels[index], ours[index]), self.relative)
+            try:
+                return m.drop(m(labels[index], theirs[index]), m(labels[index], ours[index]), self.relative)
+            except DatasetError:  # undefined on this resample (an AUC without one of the classes)
+                return float("nan")
 
         lo, hi = paired_bootstrap(len(data), stat, confidence)
         return lo, hi, ""

@@ -58,11 +58,30 @@ def _check_labels(y_true: np.ndarray, n_classes: int) -> None:
         )
 
 
+def _check_class_labels(y_true: np.ndarray, metric: str) -> None:
+    """Labels of a classification metric are class indices (or one-hot rows): float targets are a regression."""
+    y = np.asarray(y_true)
+    if y.ndim > 1 and y.shape[-1] > 1:
+        return  # one-hot (or smoothed) rows: the arg-max is the class
+    if np.issubdtype(y.dtype, np.floating) and y.size and not np.all(y == np.round(y)):
+        raise UsageError(
+            f"{metric} needs class labels, but the labels are fractional floats (a regression target, e.g. "
+            f"{float(y.reshape(-1)[0]):.4g}): use metric=\"mae\" or metric=\"rmse\""
+        )
+
+
 def top1_correct(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Per sample: is the arg-max class the label? (one output: is ``output > 0.5`` the label?)"""
+    """Per sample: is the arg-max class the label?
+
+    One output column is a binary classifier: probabilities (every value in [0, 1]) are class 1 above 0.5,
+    logits (any value outside [0, 1]) above 0. Fractional float labels are a usage error (a regression).
+    """
     y_pred = np.asarray(y_pred)
+    _check_class_labels(y_true, "top1")
     if y_pred.ndim == 1 or y_pred.shape[-1] == 1:
-        pred = (y_pred.reshape(len(y_pred)) > 0.5).astype(np.int64)
+        flat = y_pred.reshape(len(y_pred))
+        threshold = 0.5 if np.all((flat >= 0) & (flat <= 1)) else 0.0
+        pred = (flat > threshold).astype(np.int64)
     else:
         pred = y_pred.argmax(axis=-1)
     y_true = _labels(y_true, len(y_pred))
@@ -85,6 +104,7 @@ def top_k_correct(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
     y_pred = np.asarray(y_pred)
     if k == 1:
         return top1_correct(y_true, y_pred)
+    _check_class_labels(y_true, f"top{k}")
     if y_pred.ndim != 2 or y_pred.shape[1] < 2:
         raise DatasetError(f"top{k} needs one score per class (outputs of shape (n, classes)), got {y_pred.shape}")
     y_true = _labels(y_true, len(y_pred))

@@ -13,9 +13,19 @@ BOOTSTRAP_SEED = 0
 
 def paired_bootstrap(n: int, statistic: Callable[[np.ndarray], float], confidence: float = 0.95,
                      resamples: int = 1000) -> tuple[float, float]:
-    """Percentile interval of ``statistic(index)`` over bootstrap resamples of ``range(n)`` (paired samples)."""
+    """Percentile interval of ``statistic(index)`` over bootstrap resamples of ``range(n)`` (paired samples).
+
+    A resample on which the statistic is undefined (it returns NaN, e.g. an AUC drawn without one of the
+    classes) is left out; when every one is, this raises a :class:`DatasetError`.
+    """
+    from ..errors import DatasetError
+
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(resamples)])
+    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(resamples)], dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        raise DatasetError(f"the statistic is undefined on every bootstrap resample of {n} samples: evaluate on "
+                           "more data (with both classes for AUC)")
     tail = (1 - confidence) / 2
     lo, hi = np.quantile(values, [tail, 1 - tail])
     return float(lo), float(hi)

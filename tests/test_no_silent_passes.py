@@ -1,0 +1,108 @@
+"""No silent passes: every budget a test states is applied to the model(s) it uses, or refused out loud."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pytest_tfopt.budgets import parse_marker
+from pytest_tfopt.errors import UsageError
+from pytest_tfopt.measure import accuracy as acc
+from pytest_tfopt.measure.stats import paired_bootstrap
+
+
+def test_budgets_apply_to_models_built_in_the_body_and_to_reference_model(suite):
+    result = suite(
+        """
+        import pytest
+
+        @pytest.mark.max_size_kb(1)
+        def test_factory_only(tfopt_variant):
+            tfopt_variant("int8")
+
+        @pytest.mark.max_size_kb(1)
+        def test_reference_only(reference_model):
+            pass
+
+        @pytest.mark.max_size_kb(1000)
+        def test_factory_holds(tfopt_variant):
+            tfopt_variant("int8")
+
+        @pytest.mark.max_size_kb(1)
+        def test_factory_never_called(tfopt_variant):
+            pass
+        """
+    )
+    result.assert_outcomes(passed=1, failed=3)
+    result.stdout.fnmatch_lines([
+        "*test_factory_only*", "*max_size_kb(1) broken: int8 on tflite*",
+    ])
+    result.stdout.fnmatch_lines(["*max_size_kb(1) broken: fp32 on tflite*"])
+    result.stdout.fnmatch_lines(["*budget markers were not checked: it built no model*"])
+    result.stdout.fnmatch_lines(["*test_factory_holds[[]tflite[]]*int8*max_size_kb PASS*"])
+
+
+@pytest.mark.parametrize("marks", ['@pytest.mark.tfopt_variants("int8")\n@pytest.mark.max_size_kb(1)',
+                                   "@pytest.mark.max_size_kb(1)", '@pytest.mark.tfopt_variants("int8")'])
+def test_a_budget_on_a_test_without_a_model_is_a_usage_error(suite, marks):
+    result = suite(f"import pytest\n\n{marks}\ndef test_x():\n    pass\n")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_suite.py::test_x: * on a test that uses no model would never be checked: "
+                                 "request the optimized_model fixture*"])
+
+
+def test_an_alias_marker_overrides_the_budgets_file(suite, pytester):
+    pytester.makefile(".toml", **{"tfopt-budgets": '[[budgets]]\ntest = "*"\nmax_accuracy_drop = 0.0001\n'})
+    result = suite(
+        """
+        import pytest
+
+        @pytest.mark.tfopt_variants("int8")
+        @pytest.mark.min_accuracy_drop(0.5)
+        def test_alias(optimized_model):
+            pass
+
+        @pytest.mark.tfopt_variants("int8")
+        def test_file_budget(optimized_model):
+            pass
+        """
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_file_budget*", "*max_accuracy_drop(0.0001) broken*"])
+
+
+def test_binary_logits_threshold_at_zero():
+    logits = np.array([[-2.0], [3.0], [-0.5], [0.7], [1.5]])
+    labels = np.array([0, 1, 0, 1, 1])
+    assert acc.top1(labels, logits) == 1.0  # a 0.5 threshold would call 0.7 class 1 but get 0.49 wrong too
+    assert acc.top1(labels, logits * 0 + np.array([[0.2], [0.9], [0.4], [0.6], [0.3]])) == 0.8  # probabilities: 0.5
+
+
+@pytest.mark.parametrize("metric", ["top1", "top2"])
+def test_regression_targets_with_a_classification_metric_are_a_usage_error(metric):
+    y = np.array([1.2585, 0.4, 2.5, 3.1])
+    pred = np.array([[1.1, 0.1], [0.5, 0.2], [2.4, 0.1], [3.0, 0.3]])
+    with pytest.raises(UsageError) as excinfo:
+        acc.resolve(metric)(y, pred if metric == "top2" else pred[:, :1])
+    assert "fractional floats (a regression target" in str(excinfo.value) and 'metric="mae"' in str(excinfo.value)
+
+
+def test_relative_drop_on_too_few_samples_is_inconclusive():
+    budget = parse_marker("max_accuracy_drop", (0.01,), {"confidence": 0.95, "relative": True})
+    verdict = budget.judge("int8 on tflite", acc.resolve("top1"), 1.0, 1.0, (0.0, 0.0, ""), samples=1)
+    assert verdict.passed is None and "1 samples cannot resolve a budget" in verdict.message
+    absolute = parse_marker("max_accuracy_drop", (0.01,), {"confidence": 0.95})
+    assert absolute.judge("x", acc.resolve("top1"), 1.0, 1.0, (0.0, 0.0, ""), samples=1).passed is None
+    enough = budget.judge("x", acc.resolve("top1"), 0.9, 0.9, (0.0, 0.0, ""), samples=1000)
+    assert enough.passed is True
+
+
+def test_bootstrap_leaves_out_resamples_where_the_statistic_is_undefined():
+    y = np.array([0] * 9 + [1])
+
+    def stat(index):
+        sample = y[index]
+        return float("nan") if sample.min() == sample.max() else float(sample.mean())
+
+    lo, hi = paired_bootstrap(len(y), stat)
+    assert 0 < lo <= hi < 1
