@@ -15,7 +15,10 @@ markers' vocabulary plus change thresholds against a baseline::
     size = "+0%"
 
 A marker on a test overrides the file's budget of the same name; of several
-matching entries, the later one wins.
+matching entries, the later one wins. ``test`` matches a node id literally or as a glob
+(``[float16-tflite]`` in a node id is literal text, not a character class); ``variant`` matches
+the canonical variant id (``pruned(sparsity=0.5,epochs=1)`` and ``pruned(epochs=1,sparsity=0.5)``
+are one variant) or as a glob. Entries that match no result are listed at the end of the run.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import fnmatch
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +53,23 @@ class Entry:
     budgets: dict[str, Any] = field(default_factory=dict)
     changes: dict[str, ChangeBudget] = field(default_factory=dict)
 
-    def matches(self, nodeid: str, variant: str, backend: str) -> bool:
-        return (fnmatch.fnmatchcase(nodeid, self.test) and fnmatch.fnmatchcase(variant, self.variant)
-                and fnmatch.fnmatchcase(backend, self.backend))
+    def matches(self, nodeid: str, variant: str, backend: str, canon: Callable[[str], str] | None = None) -> bool:
+        """Whether this entry selects the result of ``nodeid`` on ``variant`` (canonical id) and ``backend``.
+
+        ``canon`` turns the entry's variant into its canonical id (parameters sorted) when it names one.
+        """
+        wanted = self.variant if canon is None else canon(self.variant)
+        return (_match(nodeid, self.test) and (variant == wanted or fnmatch.fnmatchcase(variant, self.variant))
+                and _match(backend, self.backend))
+
+    def describe(self) -> str:
+        """``test = "...", variant = "..."`` (the selectors given), for messages."""
+        return ", ".join(f"{k} = {getattr(self, k)!r}" for k in SELECTORS if getattr(self, k) != "*") or "every test"
+
+
+def _match(value: str, pattern: str) -> bool:
+    """Literal equality first (node ids hold brackets), then the glob."""
+    return value == pattern or fnmatch.fnmatchcase(value, pattern)
 
 
 @dataclass(frozen=True)
@@ -59,15 +77,21 @@ class BudgetsFile:
     path: str
     entries: tuple[Entry, ...]
 
-    def select(self, nodeid: str, variant: str, backend: str) -> tuple[dict[str, Any], dict[str, ChangeBudget]]:
+    def select(self, nodeid: str, variant: str, backend: str,
+               canon: Callable[[str], str] | None = None) -> tuple[dict[str, Any], dict[str, ChangeBudget]]:
         """Value budgets and change thresholds for one result (later entries override earlier)."""
         budgets: dict[str, Any] = {}
         changes: dict[str, ChangeBudget] = {}
         for entry in self.entries:
-            if entry.matches(nodeid, variant, backend):
+            if entry.matches(nodeid, variant, backend, canon):
                 budgets.update(entry.budgets)
                 changes.update(entry.changes)
         return budgets, changes
+
+    def unmatched(self, results: list[tuple[str, str, str]], canon: Callable[[str], str] | None = None) -> list[str]:
+        """Entries that select none of ``results`` ((test, variant, backend) triples), described for a warning."""
+        return [f"entry {index} ({entry.describe()})" for index, entry in enumerate(self.entries, 1)
+                if not any(entry.matches(*r, canon) for r in results)]
 
 
 def _line_of(text: str, key: str) -> str:

@@ -150,6 +150,13 @@ class TfoptState:
             return str(cache.mkdir("tfopt"))
         return str(self.config.rootpath / ".tfopt_cache")
 
+    def canonical(self, variant: str) -> str:
+        """The canonical id of a variant written in a budgets file (itself when it does not parse: a glob)."""
+        try:
+            return self.variants.resolve(variant).id
+        except TfoptError:
+            return variant
+
     @property
     def backend_names(self) -> list[str]:
         """``--tfopt-backend`` resolved; first needed at collection, after conftests registered their backends."""
@@ -210,6 +217,15 @@ class TfoptState:
         for name, value in report.user_properties:
             if name == ROW_KEY and isinstance(value, dict):
                 self.rows.append(value)
+
+    def unmatched_budgets(self) -> list[str]:
+        """A warning line for every budgets-file entry that selected no result of this run."""
+        if self.budgets_file is None:
+            return []
+        results = [(r["test"], r["variant"], r["backend"]) for r in self.rows]
+        return [f"WARNING budgets file {self.budgets_file.path}: {entry} matched no result: check its test/variant/"
+                "backend selectors (node ids match literally or as a glob)"
+                for entry in self.budgets_file.unmatched(results, self.canonical)]
 
     def total_cache_stats(self) -> CacheStats:
         total = CacheStats(self.cache_stats.built, self.cache_stats.reused, self.cache_stats.build_seconds)
@@ -429,7 +445,7 @@ def _budgets(item: pytest.Item, state: TfoptState, model: Any) -> tuple[list[Any
     from_file: dict[str, Any] = {}
     changes: dict[str, Any] = {}
     if state.budgets_file is not None:
-        from_file, changes = state.budgets_file.select(item.nodeid, model.variant, model.backend)
+        from_file, changes = state.budgets_file.select(item.nodeid, model.variant, model.backend, state.canonical)
     overridden = {ALIASES.get(name, name) for name in marked}  # an alias overrides the same budget
     values = [b for name, b in from_file.items() if ALIASES.get(name, name) not in overridden]
     values += [b for bs in marked.values() for b in bs]
@@ -438,8 +454,39 @@ def _budgets(item: pytest.Item, state: TfoptState, model: Any) -> tuple[list[Any
     for metric, change in changes.items():
         comparable = base is not None and (state.same_hardware
                                            or baseline.split_output(metric)[0] in baseline.HARDWARE_INDEPENDENT)
-        checks.append((change, baseline.metric_value(base, metric) if comparable else None))
+        was = baseline.metric_value(base, metric) if comparable else None
+        if state.baseline is not None and comparable and was is None:
+            values.append(_NotCompared(change, model, "the baseline row has no value for it (measured after the "
+                                                      "baseline was saved?): save the baseline again"))
+        elif state.baseline is not None and base is None:
+            values.append(_NotCompared(change, model, "the baseline has no row for this test, variant and backend "
+                                                      "(renamed, or saved under -k?): save the baseline again"))
+        checks.append((change, was))
     return values, checks
+
+
+@dataclasses.dataclass(frozen=True)
+class _NotCompared:
+    """A change threshold the baseline cannot decide: INCONCLUSIVE with the reason, never skipped in silence."""
+
+    change: Any
+    model: Any
+    why: str
+
+    @property
+    def marker(self) -> str:
+        return self.change.marker
+
+    @property
+    def metric(self) -> str:
+        return self.change.metric  # latency thresholds are timing budgets (--tfopt-perf)
+
+    def check(self, model: Any, reference: Any) -> Any:
+        from .budgets import Verdict
+
+        return Verdict(self.change.marker, None, float("nan"), None, self.change.allowed,
+                       f"{self.change.metric} = {self.change.spec!r} not checked: {model.variant} on {model.backend}: "
+                       f"{self.why}")
 
 
 def _closest_markers(item: pytest.Item, name: str) -> list[Any]:
@@ -594,6 +641,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     if STATE in session.config.stash:
         state = _state(session.config)
+        if state.strict and state.unmatched_budgets() and session.exitstatus == pytest.ExitCode.OK:
+            state.notes.append("ERROR: budgets-file entries matched no result (--tfopt-strict)")
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         try:
             _write_outputs(state)
         except (TfoptError, OSError) as exc:
@@ -647,6 +697,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         for v in row.get("verdicts", []):
             if v["passed"] is None:
                 tr.write_line(f"INCONCLUSIVE {row['test']}: {v['message']}", yellow=True)
+    for line in state.unmatched_budgets():
+        tr.write_line(line, yellow=True)
     fallbacks = {r["variant"] for r in state.rows if r.get("xnnpack_fallback")}
     if fallbacks:
         tr.write_line(f"XNNPACK refused {', '.join(sorted(fallbacks))}: ran on the builtin kernels instead")

@@ -106,3 +106,75 @@ def test_bootstrap_leaves_out_resamples_where_the_statistic_is_undefined():
 
     lo, hi = paired_bootstrap(len(y), stat)
     assert 0 < lo <= hi < 1
+
+
+def test_budgets_file_entries_match_literally_and_by_canonical_variant(suite, pytester):
+    pytester.makefile(".toml", **{"tfopt-budgets": """
+[[budgets]]
+test = "test_suite.py::test_exact[float16-tflite]"
+max_size_kb = 1
+
+[[budgets]]
+variant = "int8(calibration_size=50,per_channel=True)"
+max_size_kb = 2
+
+[[budgets]]
+test = "*test_nothing_is_called_this*"
+max_size_kb = 3
+"""})
+    result = suite(
+        """
+        import pytest
+
+        @pytest.mark.tfopt_variants("float16")
+        def test_exact(optimized_model):
+            pass
+
+        @pytest.mark.tfopt_variants("int8(per_channel=True,calibration_size=50)")
+        def test_canonical(optimized_model):
+            pass
+        """
+    )
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*max_size_kb(1) broken: float16 on tflite*"])
+    result.stdout.fnmatch_lines(["*max_size_kb(2) broken: int8(calibration_size=50,per_channel=True) on tflite*"])
+    result.stdout.fnmatch_lines(["WARNING budgets file *tfopt-budgets.toml: entry 3 (test = "
+                                 "'*test_nothing_is_called_this*') matched no result*"])
+
+
+def test_unmatched_entry_fails_the_run_under_strict(suite, pytester):
+    pytester.makefile(".toml", **{"tfopt-budgets": '[[budgets]]\ntest = "*nope*"\nmax_size_kb = 3\n'})
+    source = 'import pytest\n\n@pytest.mark.tfopt_variants("float16")\ndef test_x(optimized_model):\n    pass\n'
+    assert suite(source).ret == 0
+    strict = suite(source, "--tfopt-strict")
+    assert strict.ret == pytest.ExitCode.TESTS_FAILED
+    strict.stdout.fnmatch_lines(["*entry 1 (test = '*nope*') matched no result*",
+                                 "*ERROR: budgets-file entries matched no result (--tfopt-strict)*"])
+
+
+def test_a_missing_baseline_row_or_metric_is_reported_not_skipped(suite, pytester, tmp_path):
+    import json
+
+    pytester.makefile(".toml", **{"tfopt-budgets": '[[budgets]]\nsize = "+0%"\n'})
+    base = tmp_path / "base.json"
+    source = """
+        import pytest
+
+        @pytest.mark.tfopt_variants("float16")
+        def test_saved(optimized_model):
+            pass
+        """
+    assert suite(source, f"--tfopt-save-baseline={base}").ret == 0
+    doc = json.loads(base.read_text())
+    doc["rows"][0]["test"] = "test_suite.py::test_renamed[float16-tflite]"
+    base.write_text(json.dumps(doc))
+    result = suite(source, f"--tfopt-baseline={base}")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["INCONCLUSIVE *test_saved*: size = '+0%' not checked: float16 on tflite: the baseline "
+                                 "has no row for this test, variant and backend*save the baseline again"])
+    doc["rows"][0]["test"] = "test_suite.py::test_saved[float16-tflite]"
+    del doc["rows"][0]["size_bytes"]
+    base.write_text(json.dumps(doc))
+    result = suite(source, f"--tfopt-baseline={base}")
+    result.stdout.fnmatch_lines(["INCONCLUSIVE *test_saved*: size = '+0%' not checked: *the baseline row has no value "
+                                 "for it*"])
