@@ -212,7 +212,7 @@ class TfoptState:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Collect result rows (in the xdist controller they arrive in workers' reports)."""
-        if report.when != "call":
+        if report.when not in ("call", "setup"):
             return
         for name, value in report.user_properties:
             if name == ROW_KEY and isinstance(value, dict):
@@ -528,7 +528,11 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         return result
     failures = []
     for model in models:
-        failures += _judge(item, state, bench, model)
+        try:
+            failures += _judge(item, state, bench, model)
+        except BaseException as exc:  # a check that raised is still a row, with its error
+            _record(item, model, None, [], "failed", error=_first_line(exc))
+            raise
     if failures:
         pytest.fail("\n".join(failures), pytrace=False)
     return result
@@ -615,12 +619,58 @@ def _measure_accuracy(model: Any, reference: Any) -> None:
             pass  # the default metric does not fit this output; budgets that need one say so themselves
 
 
-def _record(item: pytest.Item, model: Any, reference: Any, verdicts: list[Any], outcome: str) -> None:
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "msg", None) or exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _record(item: pytest.Item, model: Any, reference: Any, verdicts: list[Any], outcome: str,
+            error: str | None = None) -> None:
     row = result_row(item.nodeid, model, reference, verdicts, outcome)
+    if error:
+        row["error"] = error
     item.user_properties.append((ROW_KEY, row))
     for field in JUNIT_FIELDS:  # shown by CI systems that read JUnit XML
         if row.get(field) is not None:
             item.user_properties.append((f"tfopt_{field}", row[field]))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """Rows carry pytest's own outcome; a tfopt test that errored or skipped before its body gets a row too.
+
+    So the JSON/Markdown/HTML counts are pytest's: passed, failed, skipped, xfailed, xpassed, error,
+    inconclusive.
+    """
+    report = yield
+    rows = [value for name, value in report.user_properties if name == ROW_KEY and isinstance(value, dict)]
+    if report.when == "call":
+        outcome = _outcome(report, rows)
+        for row in rows:
+            row["outcome"] = outcome
+    elif report.when == "setup" and not report.passed and "_tfopt_workbench" in getattr(item, "fixturenames", ()):
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        row = {"test": item.nodeid, "variant": str(params.get("_tfopt_variant_name", "?")),
+               "backend": str(params.get("_tfopt_backend_name", "tflite")),
+               "outcome": "skipped" if report.skipped else "error", "verdicts": []}
+        if report.failed:
+            row["error"] = _report_text(report)
+        report.user_properties = [*report.user_properties, (ROW_KEY, row)]  # not the item's own list
+    return report
+
+
+def _outcome(report: pytest.TestReport, rows: list[dict[str, Any]]) -> str:
+    if hasattr(report, "wasxfail"):
+        return "xfailed" if report.skipped else "xpassed"
+    if report.passed and any(v["passed"] is None for r in rows for v in r.get("verdicts", [])):
+        return "inconclusive"
+    return report.outcome
+
+
+def _report_text(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = getattr(crash, "message", None) or str(report.longrepr)
+    return (text.strip().splitlines() or ["error"])[0][:300]
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
@@ -658,8 +708,8 @@ def _write_outputs(state: TfoptState) -> None:
     for path in opt.tfopt_report:
         report.write(path, doc, state.baseline)
         state.notes.append(f"report: {path}")
-    if opt.tfopt_save_baseline:
-        baseline.save(opt.tfopt_save_baseline, doc)
+    if opt.tfopt_save_baseline:  # rows of tests that never measured (skipped, errors) are no baseline
+        baseline.save(opt.tfopt_save_baseline, baseline.document([r for r in state.rows if "size_bytes" in r]))
         state.notes.append(f"baseline saved: {opt.tfopt_save_baseline} ({len(state.rows)} results)")
     if opt.tfopt_update_baseline and state.baseline is not None:
         updated, improved = baseline.ratchet(state.baseline, state.rows)

@@ -143,7 +143,7 @@ def test_reports_parse_back(suite, pytester):
         assert row["hardware_id"] == hw["id"] and row["runtime"].startswith("ai-edge-litert ")
         assert row["versions"]["tensorflow"] and row["versions"]["ai-edge-litert"]
     md = (out / "r.md").read_text().splitlines()
-    assert md[0] == "### pytest-tfopt: 3 results, 0 failed"
+    assert md[0] == "### pytest-tfopt: 3 results: 3 passed"
     assert sum(line.startswith("| ✅ |") for line in md) == 3
     html = (out / "r.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and html.count("<svg") == 3 and html.count("<tr class=") == 3

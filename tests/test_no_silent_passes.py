@@ -178,3 +178,75 @@ def test_a_missing_baseline_row_or_metric_is_reported_not_skipped(suite, pyteste
     result = suite(source, f"--tfopt-baseline={base}")
     result.stdout.fnmatch_lines(["INCONCLUSIVE *test_saved*: size = '+0%' not checked: *the baseline row has no value "
                                  "for it*"])
+
+
+def test_reports_count_outcomes_as_pytest_does(suite, tmp_path):
+    import json
+
+    md, js = tmp_path / "r.md", tmp_path / "r.json"
+    result = suite(
+        """
+        import pytest
+
+        @pytest.mark.tfopt_variants("float16")
+        def test_passes(optimized_model):
+            pass
+
+        @pytest.mark.tfopt_variants("float16")
+        def test_skips_in_body(optimized_model):
+            pytest.skip("not today")
+
+        @pytest.mark.tfopt_variants("float16")
+        @pytest.mark.xfail(reason="known")
+        def test_xfails(optimized_model):
+            assert False
+
+        @pytest.mark.tfopt_variants("float16")
+        @pytest.mark.max_accuracy_drop(0.01, output="nope")
+        def test_check_raises(optimized_model):
+            pass
+
+        @pytest.mark.tfopt_variants("float16")
+        def test_passes_too(optimized_model):
+            pass
+        """,
+        f"--tfopt-report={md}", f"--tfopt-report={js}",
+    )
+    result.assert_outcomes(passed=2, failed=1, skipped=1, xfailed=1)
+    rows = json.loads(js.read_text())["rows"]
+    outcomes = sorted(r["outcome"] for r in rows)
+    assert outcomes == ["failed", "passed", "passed", "skipped", "xfailed"]
+    raised = next(r for r in rows if "check_raises" in r["test"])
+    assert "output='nope' is not an output of the model" in raised["error"]
+    head = md.read_text().splitlines()[0]
+    assert head == "### pytest-tfopt: 5 results: 2 passed, 1 failed, 1 skipped, 1 xfailed"
+
+
+def test_a_test_that_errors_before_its_body_is_a_row(suite, pytester, tmp_path):
+    import json
+
+    pytester.makeconftest(
+        """
+        import numpy as np
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def tfopt_dataset():
+            return (np.zeros((20, 5), np.float32), np.zeros(20, np.int64))  # the model takes (8, 8, 1)
+        """
+    )
+    js = tmp_path / "r.json"
+    result = suite(
+        """
+        import pytest
+
+        @pytest.mark.tfopt_variants("float16")
+        def test_wrong_data(optimized_model):
+            pass
+        """,
+        f"--tfopt-report={js}",
+    )
+    result.assert_outcomes(errors=1)
+    rows = json.loads(js.read_text())["rows"]
+    assert [(r["outcome"], r["variant"]) for r in rows] == [("error", "float16")], rows
+    assert "samples have shape (5,) but digits_cnn.h5 expects (8, 8, 1)" in rows[0]["error"]

@@ -16,8 +16,26 @@ COLUMNS = (  # (title, row key, format, higher is better)
 KB_KEYS = ("size_bytes", "gzip_size_bytes")
 
 
+#: pytest's outcomes as rows carry them, in the order counts are shown
+OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed", "inconclusive")
+
+
+def outcome(row: dict[str, Any]) -> str:
+    """The row's pytest outcome (rows written before outcomes were kept: failed when a verdict broke)."""
+    value = row.get("outcome")
+    if value in OUTCOMES:
+        return value
+    return "failed" if any(v["passed"] is False for v in row.get("verdicts", [])) else "passed"
+
+
 def failed(row: dict[str, Any]) -> bool:
-    return row.get("outcome") == "failed" or any(v["passed"] is False for v in row.get("verdicts", []))
+    return outcome(row) in ("failed", "error")
+
+
+def counts(rows: list[dict[str, Any]]) -> str:
+    """``3 passed, 1 failed, 1 skipped`` in pytest's words (outcomes with no row left out)."""
+    tally = {o: sum(outcome(r) == o for r in rows) for o in OUTCOMES}
+    return ", ".join(f"{n} {o}" for o, n in tally.items() if n) or "no results"
 
 
 def ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

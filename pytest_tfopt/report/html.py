@@ -6,7 +6,7 @@ import html
 from typing import Any
 
 from ..baseline import row_key
-from .common import COLUMNS, baseline_rows, delta, failed, ordered, scaled
+from .common import COLUMNS, baseline_rows, counts, delta, ordered, outcome, scaled
 
 W, H, PAD = 460, 300, 48
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -108,7 +108,9 @@ def _table(rows: list[dict[str, Any]], baseline: dict[str, Any] | None) -> str:
                 text += f' <span class="{cls}">({change[0]:+{fmt}})</span>'
             cells.append(f"<td>{text}</td>")
         verdicts = "<br>".join(html.escape(v["message"]) for v in r.get("verdicts", [])) or "–"
-        status = "FAIL" if failed(r) else "PASS"
+        if r.get("error"):
+            verdicts = html.escape(r["error"])
+        status = outcome(r).upper()
         out.append(f'<tr class="{status.lower()}"><td>{status}</td><td><code>{html.escape(r["test"])}</code></td>'
                    f"<td>{html.escape(r['variant'])}</td><td>{html.escape(r['backend'])}</td>{''.join(cells)}"
                    f"<td class='verdicts'>{verdicts}</td></tr>")
@@ -119,11 +121,11 @@ def _table(rows: list[dict[str, Any]], baseline: dict[str, Any] | None) -> str:
 def render(doc: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     rows = ordered(doc.get("rows", []))
     meta = html.escape(f"commit {doc.get('commit') or '?'} · {doc.get('created', '')} · "
-                       f"{doc.get('hardware', {}).get('cpu', '')} · {len(rows)} results, {sum(map(failed, rows))} failed")
+                       f"{doc.get('hardware', {}).get('cpu', '')} · {len(rows)} results: {counts(rows)}")
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>pytest-tfopt report</title>',
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-        "padding:4px 8px;font-size:13px}tr.fail td:first-child{color:#b00;font-weight:bold}tr.pass td:first-child"
+        "padding:4px 8px;font-size:13px}tr.failed td:first-child,tr.error td:first-child{color:#b00;font-weight:bold}tr.passed td:first-child"
         "{color:#070}.good{color:#070}.bad{color:#b00}.verdicts{font-size:11px}.plots{display:flex;flex-wrap:wrap;"
         "gap:1em;margin:1em 0}</style></head><body>",
         f"<h1>pytest-tfopt report</h1><p>{meta}</p>",

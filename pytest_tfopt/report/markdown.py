@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..baseline import row_key
-from .common import COLUMNS, baseline_rows, delta, failed, ordered, scaled
+from .common import COLUMNS, baseline_rows, counts, delta, ordered, outcome, scaled
 
 
 def _cell(row: dict[str, Any], key: str, fmt: str, higher: bool, base: dict[str, Any] | None) -> str:
@@ -24,11 +24,14 @@ def _cell(row: dict[str, Any], key: str, fmt: str, higher: bool, base: dict[str,
     return text
 
 
+STATUS_ICONS = {"passed": "✅", "failed": "❌", "error": "❌ error", "skipped": "⏭️ skipped", "xfailed": "xfail",
+                "xpassed": "xpass", "inconclusive": "⚠️ inconclusive"}
+
+
 def render(doc: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     rows = ordered(doc.get("rows", []))
     bases = baseline_rows(baseline)
-    n_failed = sum(failed(r) for r in rows)
-    head = f"### pytest-tfopt: {len(rows)} results, {n_failed} failed"
+    head = f"### pytest-tfopt: {len(rows)} results: {counts(rows)}"
     if baseline is not None:
         head += f" (vs baseline {str(baseline.get('commit') or baseline.get('created', ''))[:12]})"
     lines = [head, "", "| | test | variant | backend | " + " | ".join(c[0] for c in COLUMNS) + " | budgets |",
@@ -39,7 +42,9 @@ def render(doc: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
         broken = [v["message"] for v in row.get("verdicts", []) if v["passed"] is False]
         budgets = "<br>".join(m.replace("|", "\\|") for m in broken) or ", ".join(
             f"{v['budget']} ✓" for v in row.get("verdicts", [])) or "–"
-        status = "❌" if failed(row) else "✅"
+        status = STATUS_ICONS[outcome(row)]
+        if row.get("error"):
+            budgets = row["error"].replace("|", "\\|")
         test = row["test"].split("::")[-1].replace("|", "\\|")
         lines.append(f"| {status} | `{test}` | {row['variant']} | {row['backend']} | " + " | ".join(cells) + f" | {budgets} |")
     lines.append("")

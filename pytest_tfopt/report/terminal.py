@@ -31,6 +31,8 @@ def _status(verdict: dict[str, Any]) -> str:
 
 
 def _budgets(row: dict[str, Any]) -> str:
+    if row.get("outcome") in ("skipped", "error", "xfailed") and not row.get("verdicts"):
+        return row["outcome"].upper() + (f": {row['error'][:80]}" if row.get("error") else "")
     parts = [f"{v['budget']}{'[' + v['detail'] + ']' if v.get('detail') else ''} {_status(v)}"
              for v in row.get("verdicts", [])]
     return ", ".join(parts) or "-"
@@ -53,7 +55,7 @@ def table_lines(rows: list[dict[str, Any]]) -> list[str]:
         name = r["test"].split("::")[-1]
         body.append((
             name, r["variant"], r["backend"], *accuracy_cells(r),
-            _fmt(r["size_bytes"] / 1024, ".1f"), _fmt(r.get("compression_ratio"), ".2f") + ("x" if r.get("compression_ratio") else ""),
+            _fmt(r["size_bytes"] / 1024 if "size_bytes" in r else None, ".1f"), _fmt(r.get("compression_ratio"), ".2f") + ("x" if r.get("compression_ratio") else ""),
             _latency(r, "p50"), _latency(r, "p95"), _budgets(r),
         ))
     widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(COLUMNS)]
