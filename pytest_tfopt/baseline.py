@@ -148,7 +148,19 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
             f"baseline {path!r} has schema version {doc.get('schema_version')!r}, this pytest-tfopt reads "
             f"{SCHEMA_VERSION}: save a new baseline with --tfopt-save-baseline"
         )
+    check_rows(doc, f"baseline {path!r}", "save it again with --tfopt-save-baseline")
     return doc
+
+
+def check_rows(doc: dict[str, Any], what: str, remedy: str) -> None:
+    """Every row names its test, variant and backend, and its metrics are numbers; else one usage error line."""
+    for index, row in enumerate(doc["rows"], 1):
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("test", "variant", "backend")):
+            raise UsageError(f"{what}: row {index} lacks test/variant/backend: {remedy}")
+        for key in ("size_bytes", *(field for field, _ in METRICS.values())):
+            value = row.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise UsageError(f"{what}: row {index} has {key} = {value!r}, not a number: {remedy}")
 
 
 def same_hardware(doc: dict[str, Any]) -> bool:

@@ -24,6 +24,7 @@ from .backends import default_registry as default_backends
 from .budgets import MARKER_DOCS, PARSERS, parse_marker
 from .cache import ArtifactCache, CacheStats
 from .errors import BackendUnavailable, CacheError, TfoptError, UsageError
+from .outputs import check_writable, check_writable_dir
 from .report.terminal import table_lines
 from .results import JUNIT_FIELDS, result_row
 from .variants import default_registry as default_variants
@@ -127,8 +128,17 @@ class TfoptState:
         self.cli_variants = split_variants(opt.tfopt_variants) if opt.tfopt_variants else None
         self.ini_variants = split_variants(config.getini("tfopt_variants") or DEFAULT_VARIANTS)
         self.rows: list[dict[str, Any]] = []
-        for path in opt.tfopt_report:
+        for path in opt.tfopt_report:  # every output is checked now, not after the last test
             report.format_of(path)
+            check_writable(path, "--tfopt-report")
+        if opt.tfopt_save_baseline:
+            check_writable(opt.tfopt_save_baseline, "--tfopt-save-baseline")
+        if opt.tfopt_update_baseline and opt.tfopt_baseline:
+            check_writable(opt.tfopt_baseline, "--tfopt-update-baseline: --tfopt-baseline")
+        if opt.tfopt_tensorboard:
+            if os.path.isfile(opt.tfopt_tensorboard):
+                raise UsageError(f"--tfopt-tensorboard {opt.tfopt_tensorboard!r} is a file: give a directory for the runs")
+            check_writable_dir(opt.tfopt_tensorboard, "--tfopt-tensorboard")
         if opt.tfopt_tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise UsageError("--tfopt-tensorboard needs TensorBoard: pip install tensorboard (or pytest-tfopt[tensorboard])")
         if opt.tfopt_update_baseline and not opt.tfopt_baseline:
@@ -696,30 +706,50 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         try:
             _write_outputs(state)
-        except (TfoptError, OSError) as exc:
-            state.notes.append(f"ERROR writing tfopt outputs: {exc}")
+        except OutputError as exc:
+            state.notes.append(str(exc))
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
 
 def _write_outputs(state: TfoptState) -> None:
-    """Reports, the baseline and TensorBoard runs, in the controller, from every worker's rows."""
+    """Reports, the baseline and TensorBoard runs, in the controller, from every worker's rows.
+
+    Each output is written on its own: one that fails is an ERROR note (and exit code 3), the others
+    are still written.
+    """
     opt = state.config.option
     doc = baseline.document(state.rows)
-    for path in opt.tfopt_report:
-        report.write(path, doc, state.baseline)
-        state.notes.append(f"report: {path}")
+    writers: list[tuple[str, Any]] = [
+        (f"report: {path}", functools.partial(report.write, path, doc, state.baseline)) for path in opt.tfopt_report
+    ]
     if opt.tfopt_save_baseline:  # rows of tests that never measured (skipped, errors) are no baseline
-        baseline.save(opt.tfopt_save_baseline, baseline.document([r for r in state.rows if "size_bytes" in r]))
-        state.notes.append(f"baseline saved: {opt.tfopt_save_baseline} ({len(state.rows)} results)")
+        measured = [r for r in state.rows if "size_bytes" in r]
+        writers.append((f"baseline saved: {opt.tfopt_save_baseline} ({len(measured)} results)",
+                        functools.partial(baseline.save, opt.tfopt_save_baseline, baseline.document(measured))))
     if opt.tfopt_update_baseline and state.baseline is not None:
         updated, improved = baseline.ratchet(state.baseline, state.rows)
-        baseline.save(opt.tfopt_baseline, updated)
-        state.notes.append(f"baseline updated: {opt.tfopt_baseline} ({improved} improvements taken over)")
+        writers.append((f"baseline updated: {opt.tfopt_baseline} ({improved} improvements taken over)",
+                        functools.partial(baseline.save, opt.tfopt_baseline, updated)))
     if opt.tfopt_tensorboard:
-        from .report import tensorboard
+        def tensorboard_runs() -> None:
+            from .report import tensorboard
 
-        runs = tensorboard.write(opt.tfopt_tensorboard, state.rows)
-        state.notes.append(f"tensorboard: {opt.tfopt_tensorboard} ({len(runs)} runs)")
+            tensorboard.write(opt.tfopt_tensorboard, state.rows)
+
+        writers.append((f"tensorboard: {opt.tfopt_tensorboard}", tensorboard_runs))
+    errors = []
+    for done, write in writers:
+        try:
+            write()
+            state.notes.append(done)
+        except (TfoptError, OSError) as exc:
+            errors.append(f"ERROR writing {done.split(':')[0]} ({exc})")
+    if errors:
+        raise OutputError("; ".join(errors))
+
+
+class OutputError(Exception):
+    """Some outputs could not be written (the others were)."""
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -250,3 +250,57 @@ def test_a_test_that_errors_before_its_body_is_a_row(suite, pytester, tmp_path):
     rows = json.loads(js.read_text())["rows"]
     assert [(r["outcome"], r["variant"]) for r in rows] == [("error", "float16")], rows
     assert "samples have shape (5,) but digits_cnn.h5 expects (8, 8, 1)" in rows[0]["error"]
+
+
+def test_a_baseline_row_without_keys_is_one_usage_error(suite, tmp_path):
+    import json
+
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({"schema": "pytest-tfopt-results", "schema_version": 1, "rows": [{"test": "x"}]}))
+    from pytest_tfopt import baseline
+
+    doc = json.loads(base.read_text())
+    doc["schema"], doc["schema_version"] = baseline.SCHEMA, baseline.SCHEMA_VERSION
+    base.write_text(json.dumps(doc))
+    result = suite("def test_x():\n    pass\n", f"--tfopt-baseline={base}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*baseline '*base.json': row 1 lacks test/variant/backend: save it again with "
+                                 "--tfopt-save-baseline*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+@pytest.mark.parametrize(("option", "words"), [
+    ("--tfopt-report={dir}", "--tfopt-report '*' is a directory: give a file name"),
+    ("--tfopt-save-baseline={dir}", "--tfopt-save-baseline '*' is a directory: give a file name"),
+    ("--tfopt-tensorboard={file}", "--tfopt-tensorboard '*' is a file: give a directory for the runs"),
+])
+def test_output_paths_are_checked_before_the_first_test(suite, tmp_path, option, words):
+    folder, file = tmp_path / "out.json", tmp_path / "afile"  # a directory with a report name
+    folder.mkdir()
+    file.write_text("x")
+    result = suite("def test_x():\n    pass\n", option.format(dir=folder, file=file))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{words}*"])
+    assert "test_x" not in result.stdout.str()
+
+
+def test_free_sequence_axis_with_integer_ids(tmp_path, preloaded_runtimes):
+    """Input((None,), int32) -> Embedding: dynamic and int8 build and run at the data's lengths, ids as ints."""
+    import keras
+
+    from pytest_tfopt import Dataset, Workbench
+
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((None,), dtype="int32", name="tokens")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(50, 8)(ids))
+    model = keras.Model(ids, keras.layers.Dense(2, activation="softmax", name="label")(h))
+    rng = np.random.default_rng(0)
+    data = Dataset.from_arrays(rng.integers(0, 50, (60, 12)).astype(np.int32), rng.integers(0, 2, 60),
+                               x_test=rng.integers(0, 50, (20, 20)).astype(np.int32), y_test=rng.integers(0, 2, 20))
+    wb = Workbench(model, data, cache_dir=tmp_path, threads=1)
+    expected = np.asarray(model(wb.evaluation.x))
+    for variant, tol in (("dynamic", 0.05), ("int8", 0.1)):
+        runnable = wb.runnable(variant)
+        out = runnable.predict(wb.evaluation.x)
+        assert out.shape == (20, 2) and np.max(np.abs(out - expected)) < tol, variant
+        assert runnable.info["input_shapes"] == {"tokens": [20]}

@@ -12,6 +12,7 @@ import tempfile
 from typing import Any
 
 from ..errors import TfoptError, UsageError
+from ..outputs import check_writable  # noqa: F401  (re-exported: the CLI commands use it)
 
 
 def existing(path: str, what: str, option: str) -> str:
@@ -19,18 +20,6 @@ def existing(path: str, what: str, option: str) -> str:
     if not os.path.exists(path):
         raise UsageError(f"{what} {path!r} does not exist: check {option}")
     return path
-
-
-def check_writable(path: str, option: str) -> None:
-    """Fail before the long work when ``path`` obviously cannot be written (a directory, a read-only parent)."""
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
-        raise UsageError(f"{option} {path!r} is a directory: give a file name")
-    parent = os.path.dirname(path)
-    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-        raise UsageError(f"{option} {path!r} cannot be written ({parent!r} is not a writable directory)")
 
 
 def write_atomic(path: str, data: bytes, option: str = "-o") -> str:
@@ -78,13 +67,7 @@ def load_results(path: str, option: str) -> dict[str, Any]:
     if doc.get("schema_version") != baseline.SCHEMA_VERSION:
         raise UsageError(f"results file {path!r} has schema version {doc.get('schema_version')!r}, this "
                          f"pytest-tfopt reads {baseline.SCHEMA_VERSION}: {remedy}")
-    for index, row in enumerate(doc["rows"], 1):
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("test", "variant", "backend")):
-            raise UsageError(f"results file {path!r}: row {index} lacks test/variant/backend: {remedy}")
-        for key in ("size_bytes", *(field for field, _ in baseline.METRICS.values())):
-            value = row.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise UsageError(f"results file {path!r}: row {index} has {key} = {value!r}, not a number: {remedy}")
+    baseline.check_rows(doc, f"results file {path!r}", remedy)
     return baseline.load(path)  # the core's own checks, on a file already known to be good
 
 
