@@ -575,12 +575,13 @@ def _judge(item: pytest.Item, state: TfoptState, bench: Workbench, model: Any) -
         verdicts = [_recorded(v) for v in verdicts]
     _measure_accuracy(model, reference)
     broken = [v.message for v in verdicts if v.passed is False]
-    _record(item, model, reference, verdicts, "failed" if broken else "passed")
-    if not broken:
-        return []
-    from .triage import failure_note  # lazy: the debugger runs only for failing accuracy budgets
+    note = None
+    if broken:  # before the row is recorded: the triage lands in it
+        from .triage import failure_note  # lazy: the debugger runs only for failing accuracy budgets
 
-    return [*broken, failure_note(bench, model, verdicts) or f"kept artifact: {model.path}"]
+        note = failure_note(bench, model, verdicts) or f"kept artifact: {model.path}"
+    _record(item, model, reference, verdicts, "failed" if broken else "passed")
+    return [*broken, note] if broken else []
 
 
 PERF_MARKERS = ("max_latency_ms", "min_throughput", "min_speedup")
