@@ -125,7 +125,15 @@ class TfoptState:
         config.hook.pytest_tfopt_register_backends.call_historic(kwargs={"registry": self.backends})
         self._backend_option = opt.tfopt_backend
         self._backend_list: list[str] | None = None
-        self.cli_variants = split_variants(opt.tfopt_variants) if opt.tfopt_variants else None
+        self.notes: list[str] = []
+        self.cli_variants = split_variants(opt.tfopt_variants) if opt.tfopt_variants is not None else None
+        if self.cli_variants == []:
+            raise UsageError(f"--tfopt-variants={opt.tfopt_variants!r} names no variant: give e.g. "
+                             "--tfopt-variants=int8,float16 (or leave it out for the markers and ini)")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if self.threads > cores:
+            self.notes.append(f"WARNING --tfopt-threads={self.threads} is more than the {cores} cores here: the "
+                              "runtimes oversubscribe them and latencies measure the contention")
         self.ini_variants = split_variants(config.getini("tfopt_variants") or DEFAULT_VARIANTS)
         self.rows: list[dict[str, Any]] = []
         for path in opt.tfopt_report:  # every output is checked now, not after the last test
@@ -147,7 +155,6 @@ class TfoptState:
         self.baseline = baseline.load(opt.tfopt_baseline) if opt.tfopt_baseline else None
         self.baseline_rows = {baseline.row_key(r): r for r in (self.baseline or {}).get("rows", [])}
         self.same_hardware = self.baseline is None or baseline.same_hardware(self.baseline)
-        self.notes: list[str] = []
         if not self.same_hardware:
             self.notes.append(f"baseline {opt.tfopt_baseline} was measured on other hardware "
                               f"({self.baseline.get('hardware', {}).get('cpu', '?')}): only accuracy and size are compared")
@@ -290,10 +297,47 @@ def _core(state: TfoptState | None = None) -> Iterator[None]:
         raise pytest.fail.Exception(str(exc), pytrace=False) from None
 
 
+PATH_OPTIONS = ("--tfopt-cache-dir", "--tfopt-budgets", "--tfopt-save-baseline", "--tfopt-baseline",
+                "--tfopt-report", "--tfopt-tensorboard")
+
+
+def _check_path_options_spelling(config: pytest.Config) -> None:
+    """``--tfopt-cache-dir /some/dir`` (a space, not ``=``): pytest looks for its ini file before it knows
+    the plugin's options and takes ``/some/dir`` for a test path, which can move the rootdir and the ini file
+    it reads (someone else's configuration). Stop with one line when that value changed either."""
+    args = list(config.invocation_params.args)
+    spaced = [(args[i], args[i + 1]) for i in range(len(args) - 1) if args[i] in PATH_OPTIONS]
+    if not spaced:
+        return
+    try:
+        from _pytest.config.findpaths import determine_setup
+
+        positional = config._parser.parse_known_args(args).file_or_dir  # the plugin's options are known now
+
+        def setup(extra: list[str]) -> tuple[Any, Any]:
+            rootpath, inipath, *_ = determine_setup(
+                inifile=config.option.inifilename, override_ini=config.option.override_ini,
+                args=[*positional, *extra], rootdir_cmd_arg=config.option.rootdir or None,
+                invocation_dir=config.invocation_params.dir)
+            return rootpath, inipath
+
+        right = setup([])
+        for option, value in spaced:
+            if setup([value]) != right:
+                raise pytest.UsageError(
+                    f"{option} {value}: pytest took {value!r} for a test path while looking for its ini file "
+                    f"(rootdir: {config.rootpath}); write {option}={value} (with '=') to keep this project's "
+                    "configuration"
+                )
+    except (ImportError, TypeError, AttributeError):  # another pytest's internals: no check
+        return
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "tfopt_variants(*names): variants to parametrize optimized_model over")
     for _name, doc in MARKER_DOCS.items():
         config.addinivalue_line("markers", doc)
+    _check_path_options_spelling(config)
     if config.option.tfopt_pin_cores:
         _pin_worker()
     with _usage_errors():
@@ -328,10 +372,28 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if variants is None:
             marker = metafunc.definition.get_closest_marker("tfopt_variants")
             if marker is not None:
-                variants = [v for a in marker.args for v in split_variants(str(a))]
-        metafunc.parametrize("_tfopt_variant_name", variants or state.ini_variants, indirect=True)
+                # an empty marker parametrizes with "": a usage error naming the test at collection
+                variants = [v for a in marker.args for v in split_variants(str(a))] or [""]
+        metafunc.parametrize("_tfopt_variant_name", _unique_variants(metafunc, state, variants or state.ini_variants),
+                             indirect=True)
     if "_tfopt_backend_name" in metafunc.fixturenames:
         metafunc.parametrize("_tfopt_backend_name", state.backend_names, indirect=True)
+
+
+def _unique_variants(metafunc: pytest.Metafunc, state: TfoptState, variants: list[str]) -> list[str]:
+    """``variants`` with repeats (also in other spellings of one canonical id) dropped, with a warning."""
+    seen: dict[str, str] = {}
+    for v in variants:
+        try:
+            key = state.variants.resolve(v).id
+        except TfoptError:
+            key = v  # reported with the test's name at collection
+        if key in seen:
+            metafunc.definition.warn(pytest.PytestWarning(
+                f"tfopt: variant {v!r} is listed twice (as {seen[key]!r}): it runs once"))
+            continue
+        seen[key] = v
+    return list(seen.values())
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -341,6 +403,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         try:
             callspec = getattr(item, "callspec", None)
             if callspec is not None and "_tfopt_variant_name" in callspec.params:
+                if callspec.params["_tfopt_variant_name"] == "":
+                    raise UsageError("@tfopt_variants() names no variant: give e.g. "
+                                     "@pytest.mark.tfopt_variants(\"int8\") or remove the marker")
                 state.variants.resolve(callspec.params["_tfopt_variant_name"])
             for name in PARSERS:
                 for mark in item.iter_markers(name):

@@ -36,6 +36,7 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
         "versions": model.artifact.metadata.get("versions"),
         "hardware_id": hardware_id(),  # the report's "hardware" block holds what it stands for
         "calibration_hash": model.artifact.metadata.get("calibration_hash"),
+        "calibration_size": model.artifact.metadata.get("calibration_size"),  # samples actually used
         "source_hash": model.artifact.metadata.get("source_hash"),
         "artifact": model.path,
         "verdicts": [
@@ -83,11 +84,22 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
         ref_acc = reference.measurements.get("accuracy")
         if ref_acc is not None and row["accuracy"] is not None and reference.measurements.get("metric") == row["metric"]:
             row["reference_accuracy"] = ref_acc
-            row["accuracy_drop"] = ref_acc - row["accuracy"]
+            row["accuracy_drop"] = _drop(row["metric"], ref_acc, row["accuracy"])
         for name in outputs if len(outputs) > 1 else []:
             key = f"[{name}]"
             ours, theirs = row.get(f"accuracy{key}"), reference.measurements.get(f"accuracy{key}")
             if ours is not None and theirs is not None and reference.measurements.get(f"metric{key}") == row[f"metric{key}"]:
                 row[f"reference_accuracy{key}"] = theirs
-                row[f"accuracy_drop{key}"] = theirs - ours
+                row[f"accuracy_drop{key}"] = _drop(row[f"metric{key}"], theirs, ours)
     return row
+
+
+def _drop(metric: Any, reference: float, value: float) -> float:
+    """How much worse ``value`` is than ``reference`` (positive = worse), as the failure messages say it."""
+    from .errors import TfoptError
+    from .measure import accuracy as acc
+
+    try:
+        return acc.resolve(metric).drop(reference, value)
+    except (TfoptError, TypeError):  # a user's callable known only by name: higher is better, as by default
+        return reference - value

@@ -304,3 +304,80 @@ def test_free_sequence_axis_with_integer_ids(tmp_path, preloaded_runtimes):
         out = runnable.predict(wb.evaluation.x)
         assert out.shape == (20, 2) and np.max(np.abs(out - expected)) < tol, variant
         assert runnable.info["input_shapes"] == {"tokens": [20]}
+
+
+@pytest.mark.parametrize(("source", "args", "words"), [
+    ('import pytest\n\n@pytest.mark.tfopt_variants()\ndef test_x(optimized_model):\n    pass\n', (),
+     "@tfopt_variants() names no variant"),
+    ("def test_x(optimized_model):\n    pass\n", ("--tfopt-variants=,",), "--tfopt-variants=',' names no variant"),
+])
+def test_empty_variant_lists_are_usage_errors(suite, source, args, words):
+    result = suite(source, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{words}*"])
+
+
+def test_duplicate_variants_run_once_with_a_warning(suite):
+    result = suite(
+        "def test_x(optimized_model):\n    pass\n",
+        "--tfopt-variants=float16,float16,int8(per_channel=True,calibration_size=20),"
+        "int8(calibration_size=20,per_channel=True)",
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*variant 'float16' is listed twice (as 'float16'): it runs once*",
+                                 "*variant 'int8(calibration_size=20,per_channel=True)' is listed twice*"])
+
+
+def test_too_many_threads_warn(suite):
+    result = suite("import pytest\n\n@pytest.mark.tfopt_variants('float16')\ndef test_x(optimized_model):\n    pass\n",
+                   "--tfopt-threads=1000")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["WARNING --tfopt-threads=1000 is more than the * cores here*"])
+
+
+def test_rows_use_the_messages_sign_and_the_effective_calibration_size(suite, tmp_path):
+    import json
+
+    js = tmp_path / "r.json"
+    result = suite(
+        """
+        import pytest
+
+        @pytest.mark.tfopt_variants("int8(calibration_size=100000)")
+        @pytest.mark.max_accuracy_drop(0.5, metric="rmse")
+        def test_x(optimized_model):
+            optimized_model.evaluate(metric="rmse")
+        """,
+        f"--tfopt-report={js}",
+    )
+    result.assert_outcomes(passed=1)
+    row = json.loads(js.read_text())["rows"][0]
+    assert row["calibration_size"] == 1347  # every training sample: fewer than asked for
+    if row.get("metric") == "rmse":
+        assert row["accuracy_drop"] == pytest.approx(row["accuracy"] - row["reference_accuracy"])
+
+
+def test_optimize_refuses_a_foreign_model_suffix(tmp_path, shared_cache, preloaded_runtimes, capsys):
+    from pytest_tfopt.cli import main
+
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    out = tmp_path / "model.h5"
+    code = main(["optimize", str(root / "models" / "digits_cnn.h5"), "--variant", "float16", "-o", str(out),
+                 "--cache-dir", str(shared_cache)])
+    assert code == 2 and not out.exists()
+    err = capsys.readouterr().err
+    assert "writes a .tflite artifact, not a .h5 file: name it" in err and str(tmp_path / "model.tflite") in err
+
+
+def test_a_path_option_with_a_space_outside_the_project_stops_in_one_line(pytester, tmp_path):
+    """pytest takes the value for a test path while looking for its ini file: the rootdir moves."""
+    pytester.makeini("[pytest]\ntfopt_variants = float16\n")
+    pytester.makepyfile(test_a="def test_a():\n    pass\n")
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tfopt-cache-dir", str(elsewhere))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--tfopt-cache-dir {elsewhere}: pytest took * for a test path while looking for "
+                                 f"its ini file*write --tfopt-cache-dir={elsewhere} (with '=')*"])
+    ok = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--tfopt-cache-dir={elsewhere}")
+    ok.assert_outcomes(passed=1)

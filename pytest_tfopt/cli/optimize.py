@@ -10,6 +10,21 @@ from .console import EXIT_OK, Console
 from .core import configure_tf, needs_data, workbench
 from .files import check_writable, existing, write_atomic
 
+#: file name endings of model formats: an artifact written under another format's name misleads every reader
+MODEL_SUFFIXES = (".tflite", ".h5", ".hdf5", ".keras", ".onnx", ".xml", ".pb", ".zip", ".engine", ".plan", ".trt")
+
+
+def _check_suffix(output: str, suffix: str, backend: str) -> None:
+    """``-o out.h5`` for a ``.tflite`` artifact is a usage error (a name without a model ending is only noted)."""
+    lower = output.lower()
+    if lower.endswith(suffix.lower()):
+        return
+    foreign = next((s for s in MODEL_SUFFIXES if lower.endswith(s)), None)
+    if foreign is not None:
+        stem = output[: len(output) - len(foreign)]
+        raise UsageError(f"-o {output}: backend {backend!r} writes a {suffix} artifact, not a {foreign} file: "
+                         f"name it {stem}{suffix}")
+
 
 def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
     from ..variants import default_registry
@@ -26,6 +41,7 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
     progress = console.progress(1)
     wb = workbench(args, args.model, args.calibration, None, log=progress.update)
     backend = wb.backend(args.backend)  # unknown → usage error, unavailable → failure
+    _check_suffix(args.output, backend.artifact_suffix, backend.name)
     progress.start(f"{plan.id} for {backend.name}")
     start = time.perf_counter()
     artifact = wb.build(plan.id, backend.name)
