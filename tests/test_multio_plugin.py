@@ -226,3 +226,34 @@ def test_fully_convolutional_model_on_unlabeled_data(multitask):
     result.stdout.fnmatch_lines(["*min_speedup(100, reference='fp32') broken: int8 on tflite: *x * over fp32*",
                                  "*test_size_and_speed_broken*min_speedup FAIL, max_size_kb FAIL"])
     result.stdout.fnmatch_lines(["*has no labels: accuracy needs y*label-free markers min_fidelity / max_output_diff*"])
+
+
+def test_label_free_markers_on_every_backend(multitask):
+    """The unlabeled fully convolutional model with two outputs, through the plugin on tf, onnxruntime and openvino."""
+    result = multitask(
+        """
+        import pytest
+
+        @pytest.mark.tfopt_variants("fp32")
+        @pytest.mark.min_fidelity(60, metric="snr_db")
+        @pytest.mark.max_output_diff(atol=1e-3, reference="tflite")
+        @pytest.mark.max_size_kb(256)
+        @pytest.mark.max_latency_ms(500)
+        @pytest.mark.min_speedup(0.01, reference="fp32")
+        def test_holds(optimized_model):
+            out = optimized_model.predict(optimized_model.eval_dataset.x[:2])
+            assert set(out) == {"gray", "edges"} and out["gray"].shape == (2, 48, 48, 1)
+
+        @pytest.mark.tfopt_variants("fp32")
+        @pytest.mark.max_output_diff(atol=0.0, rtol=0.0, reference="tflite")
+        @pytest.mark.max_size_kb(0.5)
+        def test_broken(optimized_model):
+            pass
+        """,
+        "--tfopt-backend=tf,onnxruntime,openvino",
+        model=FCN, dataset=PHOTOS,
+    )
+    result.assert_outcomes(passed=3, failed=3)
+    for backend in ("tf", "onnxruntime", "openvino"):
+        result.stdout.fnmatch_lines([f"*test_holds[[]fp32-{backend}[]]*min_fidelity PASS*"])
+        result.stdout.fnmatch_lines([f"*max_size_kb(0.5) broken: fp32 on {backend}*"])
