@@ -42,6 +42,8 @@ class SourceModel:
     path: str | None = None
     content: bytes | None = field(default=None, repr=False)
     signature_key: str = DEFAULT_SIGNATURE
+    #: how a subclassed Keras model takes its inputs (a dict's names or one name), known from its traced call
+    input_structure: Any = None
 
     @property
     def input_shape(self) -> tuple[int | None, ...]:
@@ -71,7 +73,7 @@ class SourceModel:
                 return {n: out[n] for n in names}
         elif self.kind in ("keras3", "tf_keras"):
             keras_model = self.model if model is None else model
-            structure = keras_input_structure(keras_model)
+            structure = self.input_structure or keras_input_structure(keras_model)
 
             def call(feed: Any) -> Any:
                 out = keras_outputs(keras_model(_structured(feed, structure), training=False), names)
@@ -186,17 +188,19 @@ def _shape_text(shape: tuple[int | None, ...]) -> str:
     return shape_text(shape)
 
 
-def load_model(model: Any, signature: str = DEFAULT_SIGNATURE) -> SourceModel:
+def load_model(model: Any, signature: str = DEFAULT_SIGNATURE, input_dtypes: dict[Any, str] | None = None) -> SourceModel:
     """Load ``model`` (path or in-memory Keras model) as a :class:`SourceModel`.
 
     ``signature``: the SavedModel / ``.tflite`` signature to test (``ini tfopt_signature``).
+    ``input_dtypes``: dtypes of the data by input name (``None`` for one unnamed array), for a subclassed
+    Keras model whose traced call records shapes but not dtypes.
     """
     if isinstance(model, SourceModel):
         return model
     if isinstance(model, (str, os.PathLike)):
         return _load_path(os.fspath(model), signature or DEFAULT_SIGNATURE)
     if _keras_flavour(model) is not None:
-        return _from_keras(model, getattr(model, "name", "model"), path=None)
+        return _from_keras(model, getattr(model, "name", "model"), path=None, input_dtypes=input_dtypes)
     raise ModelLoadError(
         f"cannot use a {type(model).__module__}.{type(model).__name__} as a model: give a Keras model, "
         "or a path to a .keras/.h5 file, a SavedModel directory or a .tflite file"
@@ -330,17 +334,22 @@ def _keras_flavour(obj: Any) -> str | None:
     return None
 
 
-def _from_keras(model: Any, name: str, path: str | None) -> SourceModel:
+def _from_keras(model: Any, name: str, path: str | None, input_dtypes: dict[Any, str] | None = None) -> SourceModel:
     flavour = _keras_flavour(model)
     try:
         inputs = list(model.inputs or [])  # tf_keras subclassed models have inputs None
     except (AttributeError, ValueError, TypeError):
         inputs = []
     if not inputs:
+        traced = _traced_subclassed(model, name, input_dtypes or {})
+        if traced is not None:
+            return SourceModel(flavour, name, traced[0], _hash_keras(model), model=model, path=path,
+                               input_structure=traced[1])
         raise ModelLoadError(
             f"model {name!r} has no defined inputs: build it with an Input layer, or wrap it as "
-            "keras.Model(inp, model(inp)) with inp = keras.Input(shape); for a subclassed model, export it "
-            "with model.export(path, input_signature=[...]) and point tfopt_model at the SavedModel"
+            "keras.Model(inp, model(inp)) with inp = keras.Input(shape); call a subclassed model once on a batch "
+            "before returning it (its traced call gives the inputs), or export it with "
+            "model.export(path, input_signature=[...]) and point tfopt_model at the SavedModel"
         )
     in_names = keras_input_names(model)
     by_name = _inputs_by_name(model, inputs, in_names)
@@ -352,6 +361,37 @@ def _from_keras(model: Any, name: str, path: str | None) -> SourceModel:
     outs = tuple(TensorInfo(n, _per_sample(out_by_name[n].shape), dtype_name(out_by_name[n].dtype)) for n in out_names)
     _check_names(name, ins, outs)
     return SourceModel(flavour, name, Signature(ins, outs), _hash_keras(model), model=model, path=path)
+
+
+def _traced_subclassed(model: Any, name: str, dtypes: dict[Any, str]) -> tuple[Signature, Any] | None:
+    """Inputs and outputs of a subclassed Keras 3 model that has been called: shapes from its build, dtypes
+    from the data (float32 without), outputs from tracing the call (dict keys, ``output_<i>`` for a list)."""
+    shape = (getattr(model, "_build_shapes_dict", None) or {}).get("input_shape")
+    if isinstance(shape, dict):
+        ins = tuple(TensorInfo(str(k), _per_sample(v), dtypes.get(k, "float32")) for k, v in shape.items())
+        structure: Any = {t.name: t.name for t in ins}
+    elif isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape):
+        ins = (TensorInfo("input", _per_sample(shape), dtypes.get(None) or dtypes.get("input", "float32")),)
+        structure = "input"
+    else:
+        return None
+    tf = tfenv.tensorflow()
+    specs = {t.name: tf.TensorSpec((None, *t.shape), t.dtype, name=t.name) for t in ins}
+    try:
+        out = tf.function(lambda feed: model(_structured(feed, structure), training=False)).get_concrete_function(
+            specs).structured_outputs
+    except Exception as exc:  # the call rejects these inputs
+        raise ModelLoadError(f"subclassed model {name!r} cannot be traced with inputs "
+                             f"{', '.join(t.describe() for t in ins)} ({str(exc).splitlines()[0][:120]}): export it "
+                             "with model.export(path, input_signature=[...])") from None
+    if isinstance(out, dict):
+        named = dict(out)
+    elif isinstance(out, (list, tuple)):
+        named = {f"output_{i}": t for i, t in enumerate(out)}
+    else:
+        named = {"output_0": out}
+    outs = tuple(TensorInfo(k, _per_sample(t.shape), dtype_name(t.dtype)) for k, t in named.items())
+    return Signature(ins, outs), structure
 
 
 def _inputs_by_name(model: Any, inputs: list[Any], names: list[str]) -> dict[str, Any]:

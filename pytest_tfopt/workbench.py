@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from . import tfenv
 from .artifact import Artifact
 from .backends import Backend, BackendRegistry
@@ -69,8 +71,19 @@ class Workbench:
         if self._source is None:
             if self._model_arg is None:
                 raise ModelLoadError("no model configured: set ini tfopt_model or override the tfopt_model fixture")
-            self._source = load_model(self._model_arg, self.signature_key)
+            self._source = load_model(self._model_arg, self.signature_key, self._data_dtypes())
         return self._source
+
+    def _data_dtypes(self) -> dict[Any, str]:
+        """Input dtypes of the data by name (``None`` for one array): integer data is int32, else float32.
+
+        Only a subclassed Keras model, whose traced call knows shapes but not dtypes, uses them.
+        """
+        if self._dataset_arg is None or not _is_keras_model(self._model_arg):
+            return {}
+        x = self.dataset.x
+        items = x.items() if isinstance(x, dict) else [(None, x)]
+        return {k: "int32" if np.issubdtype(v.dtype, np.integer) else "float32" for k, v in items}
 
     @property
     def dataset(self) -> Dataset:
@@ -187,3 +200,8 @@ class Workbench:
 
 def _jsonable(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _is_keras_model(value: Any) -> bool:
+    return not isinstance(value, (str, os.PathLike, SourceModel)) and any(
+        cls.__name__ == "Model" for cls in type(value).__mro__)

@@ -236,3 +236,67 @@ def test_tflite_source_with_a_signature(bench, tmp_path):
     out = wb.runnable("fp32").predict(wb.evaluation.x)
     ref = bench.runnable("fp32").predict(bench.evaluation.x)
     assert all(np.array_equal(out[k], ref[k]) for k in ("risk", "progression"))
+
+
+def _subclassed(keras):
+    class Heads(keras.Model):
+        """A face-style multi-task head: box (4) and score (1) from one feature vector."""
+
+        def __init__(self):
+            super().__init__()
+            self.hidden = keras.layers.Dense(16, activation="relu")
+            self.box = keras.layers.Dense(4)
+            self.score = keras.layers.Dense(1, activation="sigmoid")
+
+        def call(self, x):
+            h = self.hidden(x)
+            return {"box": self.box(h), "score": self.score(h)}
+
+    class Tokens(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.embed = keras.layers.Embedding(30, 4)
+            self.flat = keras.layers.Flatten()
+            self.out = keras.layers.Dense(2, activation="softmax")
+
+        def call(self, inputs):
+            return self.out(keras.ops.concatenate([self.flat(self.embed(inputs["ids"])), inputs["extra"]], axis=-1))
+
+    return Heads, Tokens
+
+
+def test_subclassed_models_traced_at_their_call(tmp_path, preloaded_runtimes):
+    import keras
+
+    Heads, Tokens = _subclassed(keras)
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    heads = Heads()
+    x = rng.random((40, 6)).astype(np.float32)
+    heads(x[:2])  # traced once: its build records the input shape
+    wb = Workbench(heads, Dataset(x), cache_dir=tmp_path / "a", threads=1)
+    assert {t.name: t.shape for t in wb.source.signature.outputs} == {"box": (4,), "score": (1,)}
+    out = wb.runnable("int8").predict(wb.evaluation.x)
+    ref = heads(wb.evaluation.x)
+    assert set(out) == {"box", "score"} and np.max(np.abs(out["box"] - np.asarray(ref["box"]))) < 0.1
+
+    tokens = Tokens()
+    data = {"ids": rng.integers(0, 30, (40, 3)).astype(np.int32), "extra": rng.random((40, 5)).astype(np.float32)}
+    tokens({k: v[:2] for k, v in data.items()})
+    wb = Workbench(tokens, Dataset(data), cache_dir=tmp_path / "b", threads=1)
+    assert {t.name: t.dtype for t in wb.source.signature.inputs} == {"ids": "int32", "extra": "float32"}
+    out = wb.runnable("int8").predict(wb.evaluation.x)
+    assert out.shape == (len(wb.evaluation), 2)
+    assert np.mean(out.argmax(1) == np.asarray(tokens(wb.evaluation.x)).argmax(1)) > 0.9
+
+
+def test_a_never_called_subclassed_model_names_the_remedy(preloaded_runtimes):
+    import keras
+
+    from pytest_tfopt.errors import ModelLoadError
+
+    Heads, _ = _subclassed(keras)
+    with pytest.raises(ModelLoadError) as excinfo:
+        load_model(Heads())
+    one_line(excinfo, ModelLoadError, "has no defined inputs", "call a subclassed model once on a batch",
+             "model.export(path, input_signature=[...])")
