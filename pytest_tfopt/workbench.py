@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -148,8 +149,13 @@ class Workbench:
 
         def make() -> Artifact:
             self.log(f"building {plan.id} for {be.name} ({source.name})")
-            built_from, stages = self._transform(plan, source, train)
-            built = be.build(built_from, recipe, calibration, params)
+            with warnings.catch_warnings():
+                # TensorFlow's own converter calibrates through the deprecated tf.lite.Interpreter: its
+                # deprecation warning is not about the user's code
+                warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated",
+                                        category=UserWarning)
+                built_from, stages = self._transform(plan, source, train)
+                built = be.build(built_from, recipe, calibration, params)
             meta = {**built.metadata, **provenance, "stages": stages, "cache_key": key}
             return Artifact(built.content, meta, be.artifact_suffix)
 
