@@ -5,6 +5,11 @@ sha256 of its bytes). The JSON is written last, so an entry without it is
 incomplete and ignored. Builds take a per-key file lock: under ``pytest -n 2``
 one worker builds and the other waits, then reuses. Nothing is pickled.
 
+Trust (see docs/security.md): the directory must be private to this user (owner, no group/other write)
+unless the caller says it is a deliberately shared one (``trust_shared``); links are never followed; in a
+shared cache, entries are signed with ``$TFOPT_CACHE_SECRET`` and artifacts that run code on load are
+taken only with a valid signature.
+
 Faults (see docs/reliability.md): a writer killed mid-write leaves at most a
 ``.tmp-*`` file, which the next writer of that key removes; its ``flock`` dies
 with it. A full disk or an unwritable directory is a one-line :class:`CacheError`
@@ -16,9 +21,12 @@ from __future__ import annotations
 import errno
 import glob
 import hashlib
+import hmac
 import json
 import os
 import re
+import stat
+import sys
 import tempfile
 import time
 import warnings
@@ -26,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from . import security
 from .artifact import Artifact
 from .errors import CacheError
 
@@ -70,9 +79,11 @@ class ArtifactCache:
     bad directory is reported where the error can be shown as one line.
     """
 
-    def __init__(self, root: str | os.PathLike, rebuild: bool = False, lock_timeout_s: float = 600.0):
+    def __init__(self, root: str | os.PathLike, rebuild: bool = False, lock_timeout_s: float = 600.0,
+                 trust_shared: bool = False):
         self.root = os.fspath(root)
         self.rebuild = rebuild
+        self.trust_shared = trust_shared
         self.lock_timeout_s = lock_timeout_s
         self.stats = CacheStats()
         self._rebuilt: set[str] = set()
@@ -86,7 +97,7 @@ class ArtifactCache:
         blame another process.
         """
         try:
-            os.makedirs(self.root, exist_ok=True)
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise cache_error(self.root, exc, "create") from None
         if self._checked:
@@ -97,6 +108,8 @@ class ArtifactCache:
             os.unlink(probe)
         except OSError as exc:
             raise cache_error(self.root, exc) from None
+        if not self.trust_shared:  # writable, but by whom else?
+            security.check_private(self.root)
         self._checked = True
 
     def get_or_build(self, key: str, build: Callable[[], Artifact]) -> Artifact:
@@ -107,7 +120,10 @@ class ArtifactCache:
         from filelock import FileLock, Timeout
 
         self.check()  # also recreates the directory if someone removed it mid-run
-        lock = FileLock(os.path.join(self.root, key + ".lock"), timeout=self.lock_timeout_s)
+        lock_path = os.path.join(self.root, key + ".lock")
+        if security.is_link(lock_path):  # opening a planted link would truncate whatever it points at
+            os.unlink(lock_path)
+        lock = FileLock(lock_path, timeout=self.lock_timeout_s)
         try:
             lock.acquire()
         except Timeout:
@@ -151,9 +167,10 @@ class ArtifactCache:
 
     def _read(self, key: str) -> Artifact | None:
         _, meta_path = self._paths(key)
-        if not os.path.exists(meta_path):
+        if not os.path.lexists(meta_path):
             return None
         try:
+            self._trusted_file(meta_path)
             with open(meta_path, encoding="utf-8") as fh:
                 entry = json.load(fh)
             if not (isinstance(entry, dict) and entry.get("key") == key and isinstance(entry.get("suffix"), str)
@@ -161,8 +178,12 @@ class ArtifactCache:
                     and isinstance(entry.get("metadata"), dict)):
                 raise ValueError("not a cache entry")
             data_path = os.path.join(self.root, key + entry["suffix"])
+            self._trusted_file(data_path)
             with open(data_path, "rb") as fh:
                 content = fh.read()
+        except _Untrusted as exc:
+            warnings.warn(f"pytest-tfopt: cache entry {key} is not trusted ({exc}); rebuilding it", stacklevel=3)
+            return None
         except (OSError, ValueError):  # includes a missing artifact and undecodable or malformed JSON
             warnings.warn(f"pytest-tfopt: cache entry {key} is incomplete or damaged; rebuilding it", stacklevel=3)
             return None
@@ -172,11 +193,47 @@ class ArtifactCache:
                 stacklevel=3,
             )
             return None
+        refused = self._signature_problem(key, entry, content)
+        if refused:
+            warnings.warn(f"pytest-tfopt: cache entry {key} in the shared cache {self.root} {refused}; rebuilding it",
+                          stacklevel=3)
+            return None
         return Artifact(content, entry["metadata"], entry["suffix"], data_path)
+
+    def _trusted_file(self, path: str) -> None:
+        """Raise :class:`_Untrusted` for a link (never followed) or, in a private cache, a file that is not
+        this user's or that group/others may write."""
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            raise _Untrusted(f"{os.path.basename(path)} is a symbolic link")
+        if self.trust_shared or sys.platform == "win32":
+            return
+        if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise _Untrusted(f"{os.path.basename(path)} is owned by uid {st.st_uid} with mode "
+                             f"{stat.S_IMODE(st.st_mode):04o}")
+
+    def _signature_problem(self, key: str, entry: dict[str, Any], content: bytes) -> str | None:
+        """Why a shared cache's entry may not be used: a bad or missing signature, or code-running bytes
+        without a secret to check them; ``None`` in a private cache."""
+        if not self.trust_shared:
+            return None
+        secret = security.secret()
+        if secret is None:
+            if security.executes_on_load(entry["suffix"]):
+                return f"runs code on load ({entry['suffix']}) and ${security.SECRET_ENV} is not set to check it"
+            return None
+        expected = security.signature(key, entry["metadata"], content, secret)
+        if not hmac.compare_digest(str(entry.get("hmac", "")), expected):
+            return "is unsigned or its signature does not match"
+        return None
 
     def _write(self, key: str, artifact: Artifact) -> Artifact:
         data_path, meta_path = self._paths(key, artifact.suffix)
         entry = {"key": key, "suffix": artifact.suffix, "sha256": artifact.sha256, "metadata": artifact.metadata}
+        secret = security.secret()
+        if secret is not None:  # never the secret itself: only the HMAC
+            entry["hmac"] = security.signature(key, json.loads(json.dumps(artifact.metadata, default=str)),
+                                               artifact.content, secret)
         meta = json.dumps(entry, indent=1, sort_keys=True, default=str).encode()
         _atomic_write(data_path, artifact.content)
         try:
@@ -193,11 +250,17 @@ class ArtifactCache:
 
     def _log(self, key: str, artifact: Artifact) -> None:
         line = f"{time.time():.3f} pid={os.getpid()} key={key} variant={artifact.variant}\n"
+        if security.is_link(os.path.join(self.root, BUILD_LOG)):
+            return  # appending would write through a planted link
         try:
             with open(os.path.join(self.root, BUILD_LOG), "a", encoding="utf-8") as fh:
                 fh.write(line)
         except OSError as exc:  # the artifact is stored; only the diagnostic log line is lost
             warnings.warn(f"pytest-tfopt: cannot append to {BUILD_LOG} in {self.root} ({exc.strerror})", stacklevel=3)
+
+
+class _Untrusted(Exception):
+    """A cache file that must not be read (a link, or someone else's)."""
 
 
 def _atomic_write(path: str, data: bytes) -> None:

@@ -57,6 +57,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(e.g. int8,float16)")
     group.addoption("--tfopt-cache-dir", default=None, metavar="DIR",
                     help="artifact cache directory (default: tfopt/ inside pytest's cache dir)")
+    group.addoption("--tfopt-cache-trust-shared", action="store_true", default=False,
+                    help="the cache directory is a deliberately shared team cache: accept it although others can "
+                         "write it; entries are then signed with $TFOPT_CACHE_SECRET, and unsigned or badly signed "
+                         "ones are rebuilt (see docs/security.md)")
     group.addoption("--tfopt-rebuild", action="store_true", default=False,
                     help="ignore cached artifacts and build every variant again")
     group.addoption("--tfopt-threads", type=int, default=None, metavar="N",
@@ -111,11 +115,13 @@ class TfoptState:
             raise UsageError(f"--tfopt-threads={opt.tfopt_threads}: use 1 or more threads")
         self.rebuild = bool(opt.tfopt_rebuild)
         self.cache_dir = opt.tfopt_cache_dir or self._default_cache_dir()
-        if opt.tfopt_cache_dir:  # an explicit directory nothing can be written to is a usage error (exit 4), once
-            try:
-                ArtifactCache(self.cache_dir).check()
-            except CacheError as exc:
-                raise UsageError(str(exc)) from None
+        self.trust_shared = bool(opt.tfopt_cache_trust_shared)
+        # a directory nothing can be written to, or one others could plant artifacts in, is a usage error
+        # (exit 4), once, before collection
+        try:
+            ArtifactCache(self.cache_dir, trust_shared=self.trust_shared).check()
+        except CacheError as exc:
+            raise UsageError(str(exc)) from None
         self.calibration_size = _int_ini(config, "tfopt_calibration_size")
         self.variants = default_variants()
         self.backends = default_backends()
@@ -163,9 +169,9 @@ class TfoptState:
 
     def _default_cache_dir(self) -> str:
         cache = getattr(self.config, "cache", None)
-        if cache is not None:
-            return str(cache.mkdir("tfopt"))
-        return str(self.config.rootpath / ".tfopt_cache")
+        path = str(cache.mkdir("tfopt")) if cache is not None else str(self.config.rootpath / ".tfopt_cache")
+        _make_private(path)
+        return path
 
     def canonical(self, variant: str) -> str:
         """The canonical id of a variant written in a budgets file (itself when it does not parse: a glob)."""
@@ -202,7 +208,8 @@ class TfoptState:
         if key not in self._benches:
             bench = Workbench(model, dataset, cache_dir=self.cache_dir, threads=self.threads, rebuild=self.rebuild,
                               calibration_size=self.calibration_size, variants=self.variants, backends=self.backends,
-                              log=self.progress, signature=self.config.getini("tfopt_signature") or "serving_default")
+                              log=self.progress, signature=self.config.getini("tfopt_signature") or "serving_default",
+                              trust_shared=self.trust_shared)
             self._benches[key] = (model, dataset, bench)  # keep the objects alive so ids stay unique
         return self._benches[key][2]
 
@@ -252,6 +259,19 @@ class TfoptState:
             total.reused += s.reused
             total.build_seconds += s.build_seconds
         return total
+
+
+def _make_private(path: str) -> None:
+    """pytest creates its cache directories with the umask's mode: make our own one ``0700`` (ours to tighten)."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+        if (not stat.S_ISLNK(st.st_mode) and hasattr(os, "getuid") and st.st_uid == os.getuid()
+                and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO)):
+            os.chmod(path, 0o700)
+    except OSError:
+        pass  # reported as one line when the cache is first used
 
 
 def _serving_backend(url: str | None, timeout_s: float) -> Any:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +29,7 @@ from .errors import BackendUnavailable, DatasetError, ModelLoadError
 from .measure.latency import LatencySettings
 from .models import DEFAULT_SIGNATURE, SourceModel, load_model
 from .runnable import RunnableModel
+from .security import user_cache_dir
 from .variants import Plan, VariantRegistry
 from .variants import default_registry as default_variants
 
@@ -43,7 +43,8 @@ class Workbench:
     ``model``: path or Keras model; ``dataset``: :class:`Dataset`, ``.npz`` path,
     ``tf.data.Dataset`` or ``(x, y)``. ``threads``: runtime threads (default: the
     cores of this process, shared among xdist workers). ``signature``: the SavedModel /
-    ``.tflite`` signature to test.
+    ``.tflite`` signature to test. ``trust_shared``: ``cache_dir`` is a deliberately shared team cache (see
+    docs/security.md); otherwise it must be private to this user.
     """
 
     def __init__(self, model: Any, dataset: Any = None, *, cache_dir: str | os.PathLike | None = None,
@@ -51,11 +52,12 @@ class Workbench:
                  calibration_size: int = DEFAULT_CALIBRATION_SIZE,
                  variants: VariantRegistry | None = None, backends: BackendRegistry | None = None,
                  latency: LatencySettings | None = None, log: Callable[[str], None] | None = None,
-                 signature: str = DEFAULT_SIGNATURE) -> None:
+                 signature: str = DEFAULT_SIGNATURE, trust_shared: bool = False) -> None:
         self._model_arg = model
         self.signature_key = signature
         self._dataset_arg = dataset
-        self.cache = ArtifactCache(cache_dir or os.path.join(tempfile.gettempdir(), "pytest-tfopt-cache"), rebuild)
+        # the default is per user (~/.cache/pytest-tfopt/artifacts), never a shared temp directory
+        self.cache = ArtifactCache(cache_dir or user_cache_dir("artifacts"), rebuild, trust_shared=trust_shared)
         self.threads = threads or tfenv.default_threads()
         self.calibration_size = calibration_size
         self.variants = variants or default_variants()

@@ -498,9 +498,10 @@ def _deploy_hint(artifact: Artifact, name: str) -> str:
     """How to make a server serve this artifact as ``name`` (the user deploys it; pytest-tfopt does not)."""
     path = artifact.path
     if path is None:  # never cached: keep a copy where the hint can point
-        path = os.path.join(tempfile.gettempdir(), "pytest-tfopt-serving", f"{artifact.sha256[:16]}.serving.zip")
+        from ..security import private_dir, user_cache_dir
+
+        path = os.path.join(private_dir(user_cache_dir("serving")), f"{artifact.sha256[:16]}.serving.zip")
         if not os.path.exists(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as fh:
                 fh.write(artifact.content)
     return (f"deploy the artifact: unzip -o {path} -d MODEL_BASE_DIR and serve it with --model_name={name} "

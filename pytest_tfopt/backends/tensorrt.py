@@ -678,8 +678,11 @@ class TensorRTBackend(Backend):
 
     @property
     def engine_cache_dir(self) -> str:
-        return (self._engine_cache_dir or os.environ.get(ENGINE_CACHE_ENV)
-                or os.path.join(tempfile.gettempdir(), "pytest-tfopt-trt-engines"))
+        from ..security import private_dir, user_cache_dir
+
+        # engines can carry plugins that run on load: only from a directory private to this user
+        return private_dir(self._engine_cache_dir or os.environ.get(ENGINE_CACHE_ENV)
+                           or user_cache_dir("trt-engines"))
 
     def gpu(self) -> tuple[Gpu | None, str]:
         """The GPU (probed once per backend instance) and, without one, why."""

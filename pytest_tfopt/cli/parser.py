@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shutil
-import tempfile
 import textwrap
 from typing import Any
 
+from ..security import user_cache_dir
 from .bench import BENCH_TEST, DEFAULT_BENCH_VARIANTS, DEFAULT_BENCH_VARIANTS_NO_DATA, cmd_bench
 from .compare import cmd_compare
 from .console import EXIT_USAGE, PROG
@@ -17,7 +16,7 @@ from .optimize import cmd_optimize
 from .report import cmd_report
 
 DEFAULT_CALIBRATION_SIZE = 200  # same as workbench.DEFAULT_CALIBRATION_SIZE (not imported: it would load numpy early)
-DEFAULT_CACHE_DIR = os.path.join(tempfile.gettempdir(), "pytest-tfopt-cache")  # the Workbench default
+DEFAULT_CACHE_DIR = user_cache_dir("artifacts")  # the Workbench default: per user, never a shared temp dir
 
 
 class _Formatter(argparse.HelpFormatter):
