@@ -7,7 +7,6 @@ Nothing here converts or measures: it turns options and markers into
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import importlib.util
 import logging
@@ -16,12 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from . import baseline, budgets_file, report, tfenv
 from .backends import default_registry as default_backends
-from .budgets import MARKER_DOCS, PARSERS, parse_marker
+from .budgets import MARKER_DOCS, PARSERS, evaluate, parse_marker
 from .cache import ArtifactCache, CacheStats
 from .errors import BackendUnavailable, CacheError, TfoptError, UsageError
 from .outputs import check_writable, check_writable_dir
@@ -37,8 +35,6 @@ STATE = pytest.StashKey["TfoptState"]()
 #: the runnable models a test obtained (optimized_model, reference_model, tfopt_variant(...)), in order
 USED_MODELS = pytest.StashKey[list]()
 MODEL_FIXTURES = ("optimized_model", "reference_model", "tfopt_variant")
-#: marker aliases: the same budget under another name (overrides, reports and budgets files treat them as one)
-ALIASES = {"min_accuracy_drop": "max_accuracy_drop"}
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -534,54 +530,15 @@ def optimized_model(_tfopt_variant_name: str, tfopt_variant: Any) -> Any:
 
 # ---- budgets and results ----------------------------------------------------
 def _budgets(item: pytest.Item, state: TfoptState, model: Any) -> tuple[list[Any], list[Any]]:
-    """Value budgets (markers override the budgets file) and change thresholds with baseline values."""
+    """What ``item`` states for ``model``: its closest markers, the budgets file's entries and the baseline row,
+    selected in the core (:func:`pytest_tfopt.budgets.evaluate.select`)."""
     marked = {name: [parse_marker(name, m.args, m.kwargs) for m in _closest_markers(item, name)] for name in PARSERS}
-    marked = {name: budgets for name, budgets in marked.items() if budgets}
     from_file: dict[str, Any] = {}
     changes: dict[str, Any] = {}
     if state.budgets_file is not None:
         from_file, changes = state.budgets_file.select(item.nodeid, model.variant, model.backend, state.canonical)
-    overridden = {ALIASES.get(name, name) for name in marked}  # an alias overrides the same budget
-    values = [b for name, b in from_file.items() if ALIASES.get(name, name) not in overridden]
-    values += [b for bs in marked.values() for b in bs]
     base = state.baseline_rows.get((item.nodeid, model.variant, model.backend))
-    checks = []
-    for metric, change in changes.items():
-        comparable = base is not None and (state.same_hardware
-                                           or baseline.split_output(metric)[0] in baseline.HARDWARE_INDEPENDENT)
-        was = baseline.metric_value(base, metric) if comparable else None
-        if state.baseline is not None and comparable and was is None:
-            values.append(_NotCompared(change, model, "the baseline row has no value for it (measured after the "
-                                                      "baseline was saved?): save the baseline again"))
-        elif state.baseline is not None and base is None:
-            values.append(_NotCompared(change, model, "the baseline has no row for this test, variant and backend "
-                                                      "(renamed, or saved under -k?): save the baseline again"))
-        checks.append((change, was))
-    return values, checks
-
-
-@dataclasses.dataclass(frozen=True)
-class _NotCompared:
-    """A change threshold the baseline cannot decide: INCONCLUSIVE with the reason, never skipped in silence."""
-
-    change: Any
-    model: Any
-    why: str
-
-    @property
-    def marker(self) -> str:
-        return self.change.marker
-
-    @property
-    def metric(self) -> str:
-        return self.change.metric  # latency thresholds are timing budgets (--tfopt-perf)
-
-    def check(self, model: Any, reference: Any) -> Any:
-        from .budgets import Verdict
-
-        return Verdict(self.change.marker, None, float("nan"), None, self.change.allowed,
-                       f"{self.change.metric} = {self.change.spec!r} not checked: {model.variant} on {model.backend}: "
-                       f"{self.why}")
+    return evaluate.select(marked, from_file, changes, base, state.baseline is not None, state.same_hardware)
 
 
 def _closest_markers(item: pytest.Item, name: str) -> list[Any]:
@@ -642,23 +599,13 @@ def _judged_models(item: pytest.Item, funcargs: dict[str, Any]) -> list[Any]:
 
 def _judge(item: pytest.Item, state: TfoptState, bench: Workbench, model: Any) -> list[str]:
     """Every budget of ``item`` on ``model``; records its row; returns the failure text (empty when none broke)."""
-    verdicts = []
-    perf = item.config.option.tfopt_perf
     with _core(state):
         reference = bench.reference(model.backend)
         model.begin_test(item.nodeid)
         values, changes = _budgets(item, state, model)
-        if perf == "off":
-            values = [b for b in values if not _is_perf(b)]
-            changes = [(c, was) for c, was in changes if not _is_perf(c)]
-        verdicts = [budget.check(model, _reference_for(budget, bench, model, reference)) for budget in values]
-        for change, was in changes:  # measured even without a baseline, so a saved baseline has them
-            value = change.measure(model)
-            if was is not None:
-                verdicts.append(change.check(model, was, value))
-    if perf == "record":
-        verdicts = [_recorded(v) for v in verdicts]
-    _measure_accuracy(model, reference)
+        verdicts = evaluate.judge(model, values, changes, item.config.option.tfopt_perf,
+                                  functools.partial(_reference_for, bench=bench, model=model, reference=reference))
+    evaluate.measure_accuracy(model, reference)
     broken = [v.message for v in verdicts if v.passed is False]
     note = None
     if broken:  # before the row is recorded: the triage lands in it
@@ -669,50 +616,11 @@ def _judge(item: pytest.Item, state: TfoptState, bench: Workbench, model: Any) -
     return [*broken, note] if broken else []
 
 
-PERF_MARKERS = ("max_latency_ms", "min_throughput", "min_speedup")
-
-
 def _reference_for(budget: Any, bench: Workbench, model: Any, reference: Any) -> Any:
     """fp32 on the same backend, or the variant a budget names (``min_speedup(reference="int8")``)."""
     name = getattr(budget, "reference_variant", "fp32")
     backend = getattr(budget, "reference_backend", model.backend)
     return reference if (name, backend) == ("fp32", model.backend) else bench.runnable(name, backend)
-
-
-def _is_perf(budget: Any) -> bool:
-    metric = getattr(budget, "metric", "")  # a callable or None for accuracy budgets
-    return getattr(budget, "marker", "") in PERF_MARKERS or (isinstance(metric, str) and metric.startswith("latency"))
-
-
-def _recorded(verdict: Any) -> Any:
-    """Under --tfopt-perf=record a broken latency budget is reported, not enforced."""
-    if verdict.passed is not False or not (verdict.budget in PERF_MARKERS or verdict.budget.startswith("latency")):
-        return verdict
-    return dataclasses.replace(verdict, passed=True, message=verdict.message + " (recorded, not enforced: --tfopt-perf=record)")
-
-
-def _measure_accuracy(model: Any, reference: Any) -> None:
-    """Accuracy for the summary and reports, when the evaluation data has labels (memoized per variant).
-
-    On a model with several outputs: top-1 of each output labeled with integer classes, as ``accuracy[<output>]``.
-    """
-    data = model.eval_dataset
-    if data is None or data.y is None or "accuracy" in model.measurements:
-        return
-    names = model.signature.output_names
-    if len(names) == 1:
-        outputs = [None]
-    else:
-        labeled = data.labeled_outputs or []
-        outputs = [n for n in names if n in labeled and np.issubdtype(np.asarray(data.y[n]).dtype, np.integer)]
-    for output in outputs:
-        if output is not None and f"accuracy[{output}]" in model.measurements:
-            continue
-        try:
-            model.evaluate(output=output)
-            reference.evaluate(output=output)
-        except TfoptError:
-            pass  # the default metric does not fit this output; budgets that need one say so themselves
 
 
 def _first_line(exc: BaseException) -> str:

@@ -41,7 +41,8 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
         "artifact": model.path,
         "verdicts": [
             {"budget": v.budget, "passed": v.passed, "measured": v.measured, "reference": v.reference,
-             "limit": v.limit, "message": v.message, **({"detail": v.detail} if v.detail else {})}
+             "limit": v.limit, "message": v.message, **({"detail": v.detail} if v.detail else {}),
+             **({"recorded": True} if v.recorded else {})}
             for v in verdicts
         ],
     }

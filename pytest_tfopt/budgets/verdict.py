@@ -18,6 +18,8 @@ class Verdict:
     message: str
     #: how it was measured when not the default, for tables: "end_to_end", "concurrency=4", "mcnemar"
     detail: str = ""
+    #: a broken timing verdict reported, not enforced (--tfopt-perf=record)
+    recorded: bool = False
 
 
 def about(model: Any) -> str:

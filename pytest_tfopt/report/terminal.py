@@ -27,7 +27,9 @@ def _status(verdict: dict[str, Any]) -> str:
         return "INCONCLUSIVE"
     if not verdict["passed"]:
         return "FAIL"
-    return "RECORDED" if verdict["message"].endswith("--tfopt-perf=record)") else "PASS"
+    # rows saved before verdicts carried the flag say so only in their message
+    recorded = verdict.get("recorded") or verdict["message"].endswith("--tfopt-perf=record)")
+    return "RECORDED" if recorded else "PASS"
 
 
 def _budgets(row: dict[str, Any]) -> str:
