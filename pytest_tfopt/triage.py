@@ -146,7 +146,7 @@ def quantization_triage(
     except Exception as exc:  # triage decorates a failure message; it must never cause one
         return Triage(error=_reason(exc))
     worst = tuple(r for r in ranking if math.isfinite(r.rmse_scale))[: max(0, top)]
-    return Triage(worst, tuple(suggest_denylist(ranking, top)), tuple(ranking), len(debug_x))
+    return Triage(worst, tuple(suggest_denylist(ranking, top)), tuple(ranking), len(next(iter(debug_x.values()))))
 
 
 def suggest_denylist(ranking: list[LayerScore], limit: int = 5) -> list[str]:
@@ -212,30 +212,47 @@ def _triaged(verdict: Any) -> bool:
 # ---- the debugger ---------------------------------------------------------------------------
 
 
-def debug_inputs(source: SourceModel, data: Dataset, samples: int = DEBUG_SAMPLES) -> np.ndarray:
-    """Up to ``samples`` inputs of ``data``, evenly spread (deterministic), in the converter's dtype."""
-    source.check_inputs(data.x, "triage data")
+def debug_inputs(source: SourceModel, data: Dataset, samples: int = DEBUG_SAMPLES) -> dict[str, np.ndarray]:
+    """Up to ``samples`` inputs of ``data``, evenly spread (deterministic), by input name in each input's dtype."""
+    feed = source.signature.feed(data.x, "triage data", source.name, one_sample=False)
     n = len(data)
     index = np.unique(np.linspace(0, n - 1, min(n, max(1, samples))).round().astype(int))
-    x = np.asarray(data.x[index])
-    floating = np.issubdtype(np.dtype(source.input_dtype), np.floating)
-    return x.astype(np.float32 if floating else source.input_dtype, copy=False)
+    return {name: np.asarray(x[index]) for name, x in feed.items()}
 
 
-def open_debugger(source: SourceModel, calibration: Dataset, debug_x: np.ndarray) -> Any:
-    """A ``QuantizationDebugger`` for ``source`` configured like ``int8``, fed ``debug_x``, run once."""
+def open_debugger(source: SourceModel, calibration: Dataset, debug_x: dict[str, np.ndarray]) -> Any:
+    """A ``QuantizationDebugger`` for ``source`` configured like ``int8``, fed ``debug_x``, run once.
+
+    The debugger feeds a list of arrays in its interpreter's input order; with several inputs that order is
+    read from the converted model, so every input gets its own data.
+    """
     from .variants.ptq import _configure
 
     tfenv.tensorflow()
     converter = source.converter()
     _configure("int8", converter, calibration, signature=source.signature)
+    order = list(debug_x) if len(debug_x) == 1 else _input_order(source)
+    n = len(next(iter(debug_x.values())))
 
     def dataset() -> Any:
-        return ([debug_x[i : i + 1]] for i in range(len(debug_x)))
+        return ([debug_x[name][i : i + 1] for name in order] for i in range(n))
 
     debugger = _debugger_class()(converter=converter, debug_dataset=dataset)
     debugger.run()
     return debugger
+
+
+def _input_order(source: SourceModel) -> list[str]:
+    """Input names in the order a converted model lists its input tensors (the debugger's order)."""
+    from .backends.tflite import _graph_name, _interpreter_cls
+
+    Interpreter, resolver = _interpreter_cls()
+    interp = Interpreter(model_content=source.converter().convert(),
+                         experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    names = [_graph_name(d["name"]) for d in interp.get_input_details()]
+    if sorted(names) != sorted(source.signature.input_names):
+        raise ValueError(f"the converted model's inputs {names} are not {source.signature.input_names}")
+    return names
 
 
 def _debugger_class() -> type:

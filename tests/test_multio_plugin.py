@@ -48,6 +48,10 @@ def test_per_output_accuracy_budgets_pass_and_fail(multitask):
         "*max_accuracy_drop(0.0001, output='progression') broken: int8 on tflite, output 'progression': "
         "mae 0.4* vs fp32 0.4*, drop 0.00* > budget 0.0001*",
     ])
+    # the triage runs on the two-input model too: every input fed its own data, the heads' layers named
+    result.stdout.fnmatch_lines(["*quantization triage (QuantizationDebugger, RMSE/scale on * samples*",
+                                 "*1. * (*, tensor *) *"])
+    assert "triage unavailable" not in result.stdout.str()
 
 
 def test_label_free_budgets_judge_every_output_and_name_the_worst(multitask):
