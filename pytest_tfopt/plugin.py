@@ -35,6 +35,7 @@ STATE = pytest.StashKey["TfoptState"]()
 #: the runnable models a test obtained (optimized_model, reference_model, tfopt_variant(...)), in order
 USED_MODELS = pytest.StashKey[list]()
 MODEL_FIXTURES = ("optimized_model", "reference_model", "tfopt_variant")
+INCONCLUSIVE_POLICIES = ("warn", "fail", "pass")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -70,6 +71,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--tfopt-perf", choices=("enforce", "record", "off"), default="enforce",
                     help="latency budgets: enforce (fail when broken), record (measure and report, never fail), "
                          "off (do not measure) (default: enforce)")
+    group.addoption("--tfopt-inconclusive", choices=INCONCLUSIVE_POLICIES, default=None,
+                    help="a verdict whose interval straddles its budget: warn (shown INCONCLUSIVE, exit 0; the "
+                         "default: the data cannot decide, which is not a regression), fail (the test fails: for "
+                         "gates that must decide), pass (counted as passed) (ini tfopt_inconclusive)")
     group.addoption("--tfopt-budgets", default=None, metavar="PATH",
                     help="budgets file (default: tfopt-budgets.toml or [tool.tfopt.budgets] in pyproject.toml)")
     group.addoption("--tfopt-save-baseline", default=None, metavar="PATH",
@@ -90,6 +95,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="backend serving: timeout of every request and of a spawned server's start-up (default: 30)")
     parser.addini("tfopt_model", "source model: .keras/.h5 file, SavedModel dir or .tflite (relative to the ini file)")
     parser.addini("tfopt_dataset", ".npz data set with x_train,y_train,x_test,y_test or x,y (relative to the ini file)")
+    parser.addini("tfopt_inconclusive", "warn, fail or pass: what an INCONCLUSIVE verdict does (default: warn)",
+                  default="warn")
     parser.addini("tfopt_signature", "SavedModel / .tflite signature to test (default: serving_default)",
                   default="serving_default")
     parser.addini("tfopt_variants", f"default variants (comma list); default: {DEFAULT_VARIANTS}", default=DEFAULT_VARIANTS)
@@ -112,6 +119,9 @@ class TfoptState:
         self.rebuild = bool(opt.tfopt_rebuild)
         self.cache_dir = opt.tfopt_cache_dir or self._default_cache_dir()
         self.trust_shared = bool(opt.tfopt_cache_trust_shared)
+        self.inconclusive = opt.tfopt_inconclusive or (config.getini("tfopt_inconclusive") or "warn").strip()
+        if self.inconclusive not in INCONCLUSIVE_POLICIES:
+            raise UsageError(f"ini tfopt_inconclusive = {self.inconclusive!r}: use one of {', '.join(INCONCLUSIVE_POLICIES)}")
         # a directory nothing can be written to, or one others could plant artifacts in, is a usage error
         # (exit 4), once, before collection
         try:
@@ -607,6 +617,8 @@ def _judge(item: pytest.Item, state: TfoptState, bench: Workbench, model: Any) -
                                   functools.partial(_reference_for, bench=bench, model=model, reference=reference))
     evaluate.measure_accuracy(model, reference)
     broken = [v.message for v in verdicts if v.passed is False]
+    if state.inconclusive == "fail":  # a gate that must decide: undecided is not green
+        broken += [f"{v.message} (--tfopt-inconclusive=fail)" for v in verdicts if v.passed is None]
     note = None
     if broken:  # before the row is recorded: the triage lands in it
         from .triage import failure_note  # lazy: the debugger runs only for failing accuracy budgets
@@ -649,7 +661,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     report = yield
     rows = [value for name, value in report.user_properties if name == ROW_KEY and isinstance(value, dict)]
     if report.when == "call":
-        outcome = _outcome(report, rows)
+        outcome = _outcome(report, rows, _state(item.config).inconclusive)
         for row in rows:
             row["outcome"] = outcome
     elif report.when == "setup" and not report.passed and "_tfopt_workbench" in getattr(item, "fixturenames", ()):
@@ -663,10 +675,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     return report
 
 
-def _outcome(report: pytest.TestReport, rows: list[dict[str, Any]]) -> str:
+def _outcome(report: pytest.TestReport, rows: list[dict[str, Any]], policy: str = "warn") -> str:
     if hasattr(report, "wasxfail"):
         return "xfailed" if report.skipped else "xpassed"
-    if report.passed and any(v["passed"] is None for r in rows for v in r.get("verdicts", [])):
+    if report.passed and policy != "pass" and any(v["passed"] is None for r in rows for v in r.get("verdicts", [])):
         return "inconclusive"
     return report.outcome
 
@@ -679,7 +691,7 @@ def _report_text(report: pytest.TestReport) -> str:
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
     """A passing test whose verdict is inside the noise band shows as INCONCLUSIVE (not flipped by chance)."""
-    if report.when != "call" or not report.passed:
+    if report.when != "call" or not report.passed or _state(config).inconclusive == "pass":
         return None
     for name, row in report.user_properties:
         if name == ROW_KEY and isinstance(row, dict) and any(v["passed"] is None for v in row.get("verdicts", [])):

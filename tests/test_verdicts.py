@@ -146,7 +146,9 @@ def test_latency_budget_inside_the_noise_band_is_inconclusive(bench):
     # take the first percentile whose interval has width and put the budget inside it
     p, (lo, hi) = next((p, stats.interval(p)) for p in (50, 90, 95, 99) if stats.interval(p)[0] < stats.interval(p)[1])
     assert lo <= stats.percentile(p) <= hi
-    verdict = MaxLatency((lo + hi) / 2, percentile=p).check(model, reference)  # the budget sits inside the interval
+    # the budget sits inside the interval: judged on it as measured, undecided (check() would first time again
+    # with more runs, which may decide it: tests/test_latency_bounds.py holds a fake clock for that)
+    verdict = MaxLatency((lo + hi) / 2, percentile=p).judge("int8 on tflite", stats.percentile(p), (lo, hi))
     assert verdict.passed is None
     assert "max_latency_ms(" in verdict.message and f") inconclusive: int8 on tflite: p{p} " in verdict.message
     assert MaxLatency(hi * 2, percentile=p).check(model, reference).passed is True

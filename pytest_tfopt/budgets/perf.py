@@ -44,21 +44,36 @@ class MaxLatency:
     postprocess: Any = None
     rate: float | None = None
 
-    def _measure(self, model: RunnableModel) -> tuple[LatencyStats, Any]:
+    def _measure(self, model: RunnableModel, settings: Any = None) -> tuple[LatencyStats, Any]:
         if self.concurrency > 1 or self.rate is not None:
             load = model.load(self.concurrency, self.batch_size, self.mode, preprocess=self.preprocess,
                               postprocess=self.postprocess, rate=self.rate)
             return load.latency, load
-        return model.latency(self.batch_size, mode=self.mode, preprocess=self.preprocess,
+        return model.latency(self.batch_size, settings, mode=self.mode, preprocess=self.preprocess,
                              postprocess=self.postprocess), None
+
+    def _undecided(self, stats: LatencyStats) -> bool:
+        lo, hi = stats.interval(self.percentile)
+        return hi > self.limit_ms >= lo
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
         stats, load = self._measure(model)
+        if load is None and self._undecided(stats):
+            # adaptive: time again with enough runs to bound the percentile (p99 needs 368), or four times as many,
+            # within the measurement's time cap; still undecided stays INCONCLUSIVE, never PASS
+            from dataclasses import replace
+
+            s = model.latency_settings
+            runs = min(s.max_runs, max(stats.runs_needed(self.percentile), 4 * stats.n))
+            stats, _ = self._measure(model, replace(s, min_runs=runs))
         value = stats.percentile(self.percentile)
         ref_stats, ref_load = self._measure(reference)
         ref = ref_stats.percentile(self.percentile)
         under = f" under load: {load.describe()}" if load is not None else ""
         ref_text = f"fp32 {ref:.3f} ms" + (f", {ref_load.throughput:.0f} samples/s" if ref_load is not None else "")
+        need = stats.runs_needed(self.percentile)
+        if need:
+            under += f"; {stats.n} timed runs cannot bound p{self.percentile} from above: it needs at least {need}"
         return self.judge(about(model), value, stats.interval(self.percentile), f"{under} ({ref_text})", ref)
 
     def check_row(self, row: dict[str, Any]) -> Verdict | str:

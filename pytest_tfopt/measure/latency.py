@@ -75,11 +75,16 @@ class LatencyStats:
     stdev_ms: float
     min_ms: float
     max_ms: float
-    #: 95 % bootstrap confidence intervals of the percentiles, ms: {50: (lo, hi), 90: ..., 95: ..., 99: ...}
+    #: two-sided 95 % distribution-free intervals of the percentiles (order statistics), ms:
+    #: {50: (lo, hi), 90: ..., 95: ..., 99: ...}; ``inf`` where too few runs bound it (see :meth:`runs_needed`)
     ci_ms: dict = field(default_factory=dict, compare=False)
 
     def interval(self, p: float) -> tuple[float, float]:
-        """The 95 % bootstrap interval of the p-th percentile, ms."""
+        """The two-sided 95 % interval of the p-th percentile, ms (each side a one-sided 97.5 % bound).
+
+        Distribution-free: order statistics of the timed runs (:func:`~pytest_tfopt.measure.stats.quantile_ranks`).
+        The upper end is ``inf`` while there are too few runs to bound the percentile (p95: 72, p99: 368).
+        """
         self.percentile(p)
         return self.ci_ms.get(p, (self.percentile(p), self.percentile(p)))
 
@@ -95,14 +100,24 @@ class LatencyStats:
             raise ValueError(f"percentile {p} is not recorded: use 50, 90, 95 or 99")
         return key[p]
 
+    def runs_needed(self, p: float) -> int:
+        """Timed runs that bound the p-th percentile from above at 97.5 % one-sided (0 when ``n`` already does)."""
+        from .stats import samples_for_upper_bound
+
+        need = samples_for_upper_bound(p / 100)
+        return need if self.n < need else 0
+
     @classmethod
     def from_ns(cls, samples_ns: list[int], batch_size: int) -> LatencyStats:
+        from .stats import quantile_ranks
+
         ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
         p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
-        rng = np.random.default_rng(0)
-        boot = np.array([np.percentile(rng.choice(ms, len(ms)), [50, 90, 95, 99]) for _ in range(BOOTSTRAP)])
-        lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
-        ci = {p: (float(a), float(b)) for p, a, b in zip(PERCENTILES, lo, hi, strict=True)}
+        ordered = np.sort(ms)
+        ci = {}
+        for p in PERCENTILES:
+            lower, upper = quantile_ranks(len(ms), p / 100)
+            ci[p] = (float(ordered[lower - 1]) if lower else 0.0, float(ordered[upper - 1]) if upper else float("inf"))
         return cls(
             n=len(ms), batch_size=batch_size,
             p50_ms=float(p50), p90_ms=float(p90), p95_ms=float(p95), p99_ms=float(p99),
@@ -163,7 +178,7 @@ class Speedup:
 
 def interleaved(variant: Callable[[], object], reference: Callable[[], object], rounds: int = 12,
                 round_time_s: float = 0.05, min_runs: int = 5) -> Speedup:
-    """Time ``variant`` and ``reference`` alternately (A B A B ...) so drift and noise hit both alike.
+    """Time ``variant`` and ``reference`` alternately (A B, B A, ...) so drift, noise and order hit both alike.
 
     Each round times each callable for about ``round_time_s`` and keeps its median; the
     speedup is the median over rounds of reference/variant, with a bootstrap interval over
@@ -183,8 +198,9 @@ def interleaved(variant: Callable[[], object], reference: Callable[[], object], 
     for fn in (variant, reference):  # warm-up
         for _ in range(5):
             fn()
-    with gc_paused():
-        pairs = [(one(variant), one(reference)) for _ in range(rounds)]
+    with gc_paused():  # ABBA: every other round times the reference first, so going first favours neither
+        pairs = [(one(variant), one(reference)) if i % 2 == 0 else tuple(reversed((one(reference), one(variant))))
+                 for i in range(rounds)]
     ours = np.array([p[0] for p in pairs])
     theirs = np.array([p[1] for p in pairs])
     ratios = theirs / np.maximum(ours, 1e-9)
