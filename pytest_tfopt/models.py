@@ -18,6 +18,17 @@ import numpy as np
 
 from . import tfenv
 from .errors import ModelLoadError
+from .keras_io import (
+    inputs_by_name,
+    keras_input_names,
+    keras_input_structure,
+    keras_output_names,
+    keras_outputs,
+    per_sample,
+    structure_of,
+    structured,
+    traced_subclassed,
+)
 from .signature import Signature, TensorInfo, check_array, dtype_name, shape_text
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -76,7 +87,7 @@ class SourceModel:
             structure = self.input_structure or keras_input_structure(keras_model)
 
             def call(feed: Any) -> Any:
-                out = keras_outputs(keras_model(_structured(feed, structure), training=False), names)
+                out = keras_outputs(keras_model(structured(feed, structure), training=False), names)
                 return {n: tf.cast(v, tf.float32) for n, v in out.items()} if cast_to_float32 else out
         else:
             raise ModelLoadError(
@@ -111,70 +122,6 @@ def _tf_variable(v: Any) -> Any:
     value = getattr(v, "value", None)
     tf = tfenv.tensorflow()
     return value if isinstance(value, tf.Variable) else v
-
-
-def keras_input_structure(model: Any) -> Any:
-    """How a Keras model takes its inputs: a list of names, a dict's names, or one name."""
-    struct = _structure(model, "inputs")
-    if isinstance(struct, dict):
-        return {k: k for k in struct}
-    names = keras_input_names(model)
-    if isinstance(struct, (list, tuple)) or len(names) > 1:
-        return names
-    return names[0]
-
-
-def _structured(feed: dict[str, Any], structure: Any) -> Any:
-    if isinstance(structure, dict):
-        return {k: feed[k] for k in structure}
-    if isinstance(structure, list):
-        return [feed[k] for k in structure]
-    return feed[structure]
-
-
-def keras_input_names(model: Any) -> list[str]:
-    """Input names in the model's order: dict keys, else the ``Input`` layers' names."""
-    struct = _structure(model, "inputs")
-    if isinstance(struct, dict):
-        return list(struct)
-    names = getattr(model, "input_names", None)  # tf_keras
-    if names:
-        return list(names)
-    return [_tensor_name(t, f"input_{i}") for i, t in enumerate(model.inputs)]
-
-
-def keras_output_names(model: Any) -> list[str]:
-    """Output names in the model's order: dict keys, else the output layers' names."""
-    struct = _structure(model, "outputs")
-    if isinstance(struct, dict):
-        return list(struct)
-    names = getattr(model, "output_names", None)
-    if names and len(names) == len(model.outputs):
-        return list(names)
-    return [_tensor_name(t, f"output_{i}") for i, t in enumerate(model.outputs)]
-
-
-def _structure(model: Any, which: str) -> Any:
-    """How a functional model nests its ``inputs``/``outputs``: Keras 3 ``_inputs_struct``, tf_keras ``_nested_inputs``."""
-    struct = getattr(model, f"_{which}_struct", None)
-    return struct if struct is not None else getattr(model, f"_nested_{which}", None)
-
-
-def _tensor_name(t: Any, default: str) -> str:
-    history = getattr(t, "_keras_history", None)
-    layer = getattr(history, "operation", None) or getattr(history, "layer", None)
-    if layer is None and isinstance(history, tuple) and history:
-        layer = history[0]
-    return str(getattr(layer, "name", None) or getattr(t, "name", None) or default).split(":")[0]
-
-
-def keras_outputs(y: Any, names: list[str]) -> dict[str, Any]:
-    """A Keras model's call result (tensor, list or dict) as a dict by output name."""
-    if isinstance(y, dict):
-        return {n: y[n] for n in names}
-    if isinstance(y, (list, tuple)):
-        return dict(zip(names, y, strict=True))
-    return {names[0]: y}
 
 
 def check_input_shape(expected: tuple[int | None, ...], x: np.ndarray, what: str, model: str) -> None:
@@ -341,7 +288,7 @@ def _from_keras(model: Any, name: str, path: str | None, input_dtypes: dict[Any,
     except (AttributeError, ValueError, TypeError):
         inputs = []
     if not inputs:
-        traced = _traced_subclassed(model, name, input_dtypes or {})
+        traced = traced_subclassed(model, name, input_dtypes or {})
         if traced is not None:
             return SourceModel(flavour, name, traced[0], _hash_keras(model), model=model, path=path,
                                input_structure=traced[1])
@@ -352,57 +299,15 @@ def _from_keras(model: Any, name: str, path: str | None, input_dtypes: dict[Any,
             "model.export(path, input_signature=[...]) and point tfopt_model at the SavedModel"
         )
     in_names = keras_input_names(model)
-    by_name = _inputs_by_name(model, inputs, in_names)
-    ins = tuple(TensorInfo(n, _per_sample(by_name[n].shape), dtype_name(by_name[n].dtype)) for n in in_names)
+    by_name = inputs_by_name(model, inputs, in_names)
+    ins = tuple(TensorInfo(n, per_sample(by_name[n].shape), dtype_name(by_name[n].dtype)) for n in in_names)
     out_names = keras_output_names(model)
-    out_struct = _structure(model, "outputs")
+    out_struct = structure_of(model, "outputs")
     # a dict's tensors by key: Keras keeps model.outputs in flattened (sorted) order, not the dict's
     out_by_name = dict(out_struct) if isinstance(out_struct, dict) else dict(zip(out_names, model.outputs, strict=True))
-    outs = tuple(TensorInfo(n, _per_sample(out_by_name[n].shape), dtype_name(out_by_name[n].dtype)) for n in out_names)
+    outs = tuple(TensorInfo(n, per_sample(out_by_name[n].shape), dtype_name(out_by_name[n].dtype)) for n in out_names)
     _check_names(name, ins, outs)
     return SourceModel(flavour, name, Signature(ins, outs), _hash_keras(model), model=model, path=path)
-
-
-def _traced_subclassed(model: Any, name: str, dtypes: dict[Any, str]) -> tuple[Signature, Any] | None:
-    """Inputs and outputs of a subclassed Keras 3 model that has been called: shapes from its build, dtypes
-    from the data (float32 without), outputs from tracing the call (dict keys, ``output_<i>`` for a list)."""
-    shape = (getattr(model, "_build_shapes_dict", None) or {}).get("input_shape")
-    if isinstance(shape, dict):
-        ins = tuple(TensorInfo(str(k), _per_sample(v), dtypes.get(k, "float32")) for k, v in shape.items())
-        structure: Any = {t.name: t.name for t in ins}
-    elif isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape):
-        ins = (TensorInfo("input", _per_sample(shape), dtypes.get(None) or dtypes.get("input", "float32")),)
-        structure = "input"
-    else:
-        return None
-    tf = tfenv.tensorflow()
-    specs = {t.name: tf.TensorSpec((None, *t.shape), t.dtype, name=t.name) for t in ins}
-    try:
-        out = tf.function(lambda feed: model(_structured(feed, structure), training=False)).get_concrete_function(
-            specs).structured_outputs
-    except Exception as exc:  # the call rejects these inputs
-        raise ModelLoadError(f"subclassed model {name!r} cannot be traced with inputs "
-                             f"{', '.join(t.describe() for t in ins)} ({str(exc).splitlines()[0][:120]}): export it "
-                             "with model.export(path, input_signature=[...])") from None
-    if isinstance(out, dict):
-        named = dict(out)
-    elif isinstance(out, (list, tuple)):
-        named = {f"output_{i}": t for i, t in enumerate(out)}
-    else:
-        named = {"output_0": out}
-    outs = tuple(TensorInfo(k, _per_sample(t.shape), dtype_name(t.dtype)) for k, t in named.items())
-    return Signature(ins, outs), structure
-
-
-def _inputs_by_name(model: Any, inputs: list[Any], names: list[str]) -> dict[str, Any]:
-    struct = _structure(model, "inputs")
-    if isinstance(struct, dict):
-        return dict(struct)
-    return dict(zip(names, inputs, strict=True))
-
-
-def _per_sample(shape: Any) -> tuple[int | None, ...]:
-    return tuple(None if d is None else int(d) for d in tuple(shape)[1:])
 
 
 def _check_names(model: str, ins: tuple[TensorInfo, ...], outs: tuple[TensorInfo, ...]) -> None:
@@ -490,11 +395,11 @@ def _load_saved_model(path: str, signature: str = DEFAULT_SIGNATURE) -> SourceMo
             "of them, or export it with model.export(path) or tf.saved_model.save(..., signatures=...)"
         )
     specs = sig.structured_input_signature[1]
-    ins = tuple(TensorInfo(k, _per_sample(specs[k].shape), dtype_name(specs[k].dtype)) for k in sorted(specs))
+    ins = tuple(TensorInfo(k, per_sample(specs[k].shape), dtype_name(specs[k].dtype)) for k in sorted(specs))
     outputs = sig.structured_outputs
     if not isinstance(outputs, dict):
         outputs = {"output_0": outputs}
-    outs = tuple(TensorInfo(k, _per_sample(outputs[k].shape), dtype_name(outputs[k].dtype)) for k in sorted(outputs))
+    outs = tuple(TensorInfo(k, per_sample(outputs[k].shape), dtype_name(outputs[k].dtype)) for k in sorted(outputs))
     if not ins or not outs:
         raise ModelLoadError(f"SavedModel {path!r} signature {signature!r} has no inputs or no outputs: "
                              "export a serving function that takes and returns tensors")

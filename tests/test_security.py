@@ -130,11 +130,15 @@ def test_code_running_artifacts_need_a_secret_in_a_shared_cache(tmp_path, monkey
     cache = ArtifactCache(root, trust_shared=True)
     cache.get_or_build("k4", lambda: _artifact(b"SM", ".savedmodel.zip"))
     cache.get_or_build("k5", _artifact)
+    _plant(cache, "k4", b"PLANTED SAVEDMODEL")
+    again = ArtifactCache(root, trust_shared=True)
     with pytest.warns(UserWarning, match="runs code on load"):
-        ArtifactCache(root, trust_shared=True).get_or_build("k4", lambda: _artifact(b"SM", ".savedmodel.zip"))
+        rebuilt = again.get_or_build("k4", lambda: _artifact(b"SM", ".savedmodel.zip"))
+    assert rebuilt.content == b"SM" and again.stats.built == 1  # never the planted bytes
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a .tflite from a trusted shared cache is served
-        ArtifactCache(root, trust_shared=True).get_or_build("k5", _artifact)
+        served = ArtifactCache(root, trust_shared=True)
+        assert served.get_or_build("k5", _artifact).content == b"GOOD" and served.stats.reused == 1
 
 
 def test_the_private_default_is_created_0700(tmp_path, monkeypatch):

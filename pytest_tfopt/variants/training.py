@@ -10,7 +10,7 @@ import numpy as np
 from .. import tfenv
 from ..dataset import Dataset
 from ..errors import DatasetError, ModelLoadError, UsageError
-from ..models import keras_output_names, keras_outputs
+from ..keras_io import keras_output_names, keras_outputs
 
 Log = Callable[[str], None]
 SEED = 0
