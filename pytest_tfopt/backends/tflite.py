@@ -18,7 +18,7 @@ import numpy as np
 
 from ..artifact import Artifact
 from ..errors import DatasetError
-from ..signature import Signature, TensorInfo
+from ..signature import Signature, TensorInfo, n_samples, run_in_batches
 from . import Backend, Runner
 
 DEFAULT_BATCH = 64
@@ -210,7 +210,7 @@ class TFLiteRunner(Runner):
 
     def predict(self, x: Any, batch_size: int | None = None) -> Any:
         feed = self._check(x)
-        n = len(next(iter(feed.values())))
+        n = n_samples(feed)
         limit = min(batch_size or DEFAULT_BATCH, n)
         batch = -(-n // -(-n // limit))
         per_sample = {k: v.shape[1:] for k, v in feed.items()}
@@ -219,17 +219,16 @@ class TFLiteRunner(Runner):
             fixed = {k: tuple(int(d) for d in self._in[k]["shape"][1:]) for k in feed}
             if fixed != per_sample:
                 raise DatasetError(f"{self.name}: inputs are fixed at {fixed} and cannot be resized to {per_sample}")
-        outputs: dict[str, list[np.ndarray]] = {n: [] for n in self._out_index}
-        for start in range(0, n, batch):
-            chunk = {k: v[start : start + batch] for k, v in feed.items()}
-            real = len(next(iter(chunk.values())))
-            if real < batch:  # pad the last batch instead of reallocating
-                chunk = {k: np.concatenate([v, np.repeat(v[-1:], batch - real, axis=0)]) for k, v in chunk.items()}
-            self._set(chunk)
-            self._interp.invoke()
-            for name, value in self._read().items():
-                outputs[name].append(value[:real])
-        return self.signature.result({k: np.concatenate(v) for k, v in outputs.items()})
+        return self.signature.result(run_in_batches(feed, batch, self._invoke_padded))
+
+    def _invoke_padded(self, chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One invocation on ``chunk``, padded to the input's batch when the model fixes it (outputs cut back)."""
+        real = n_samples(chunk)
+        if real < self._batch:
+            chunk = {k: np.concatenate([v, np.repeat(v[-1:], self._batch - real, axis=0)]) for k, v in chunk.items()}
+        self._set(chunk)
+        self._interp.invoke()
+        return {name: value[:real] for name, value in self._read().items()}
 
     def prepare(self, x: Any) -> Callable[[], None]:
         feed = self._check(x)
