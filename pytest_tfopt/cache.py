@@ -25,8 +25,6 @@ import hmac
 import json
 import os
 import re
-import stat
-import sys
 import tempfile
 import time
 import warnings
@@ -203,14 +201,9 @@ class ArtifactCache:
     def _trusted_file(self, path: str) -> None:
         """Raise :class:`_Untrusted` for a link (never followed) or, in a private cache, a file that is not
         this user's or that group/others may write."""
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            raise _Untrusted(f"{os.path.basename(path)} is a symbolic link")
-        if self.trust_shared or sys.platform == "win32":
-            return
-        if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise _Untrusted(f"{os.path.basename(path)} is owned by uid {st.st_uid} with mode "
-                             f"{stat.S_IMODE(st.st_mode):04o}")
+        why = security.problem(path, directory=False, owned=not self.trust_shared)
+        if why is not None:
+            raise _Untrusted(f"{os.path.basename(path)}: {why}")
 
     def _signature_problem(self, key: str, entry: dict[str, Any], content: bytes) -> str | None:
         """Why a shared cache's entry may not be used: a bad or missing signature, or code-running bytes

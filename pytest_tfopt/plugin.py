@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from . import baseline, budgets_file, report, tfenv
+from . import baseline, budgets_file, report, security, tfenv
 from .backends import default_registry as default_backends
 from .budgets import MARKER_DOCS, PARSERS, evaluate, parse_marker
 from .cache import ArtifactCache, CacheStats
@@ -176,7 +176,7 @@ class TfoptState:
     def _default_cache_dir(self) -> str:
         cache = getattr(self.config, "cache", None)
         path = str(cache.mkdir("tfopt")) if cache is not None else str(self.config.rootpath / ".tfopt_cache")
-        _make_private(path)
+        security.tighten(path)
         return path
 
     def canonical(self, variant: str) -> str:
@@ -265,19 +265,6 @@ class TfoptState:
             total.reused += s.reused
             total.build_seconds += s.build_seconds
         return total
-
-
-def _make_private(path: str) -> None:
-    """pytest creates its cache directories with the umask's mode: make our own one ``0700`` (ours to tighten)."""
-    import stat
-
-    try:
-        st = os.lstat(path)
-        if (not stat.S_ISLNK(st.st_mode) and hasattr(os, "getuid") and st.st_uid == os.getuid()
-                and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO)):
-            os.chmod(path, 0o700)
-    except OSError:
-        pass  # reported as one line when the cache is first used
 
 
 def _serving_backend(url: str | None, timeout_s: float) -> Any:

@@ -48,8 +48,9 @@ def private_dir(path: str) -> str:
     return path
 
 
-def problem(path: str) -> str | None:
-    """Why ``path`` is not a private directory (a link, another owner, group/other write), else ``None``."""
+def problem(path: str, directory: bool = True, owned: bool = True) -> str | None:
+    """Why ``path`` is not private (a link, not a directory when one is wanted, and with ``owned`` another
+    owner or group/other write), else ``None``; a path that does not exist is no problem here."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -58,9 +59,9 @@ def problem(path: str) -> str | None:
         return f"it cannot be inspected ({exc.strerror or exc})"
     if stat.S_ISLNK(st.st_mode):
         return f"it is a symbolic link to {os.path.realpath(path)!r}"
-    if not stat.S_ISDIR(st.st_mode):
+    if directory and not stat.S_ISDIR(st.st_mode):
         return "it is not a directory"
-    if sys.platform == "win32":  # POSIX owners and modes do not apply; the per-user default is private there
+    if not owned or sys.platform == "win32":  # POSIX owners and modes do not apply; the per-user default is private there
         return None
     if st.st_uid != os.getuid():
         return f"it is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
@@ -79,6 +80,18 @@ def check_private(path: str) -> None:
             f"only you can write (chmod 700 {path}), or pass --tfopt-cache-trust-shared for a deliberately shared "
             f"team cache (entries are then signed with ${SECRET_ENV})"
         )
+
+
+def tighten(path: str) -> None:
+    """Make a directory of ours that group or others can reach ``0700`` (pytest creates its cache directories
+    with the umask's mode); anything else is left for :func:`check_private` to report."""
+    try:
+        st = os.lstat(path)
+        if (stat.S_ISDIR(st.st_mode) and hasattr(os, "getuid") and st.st_uid == os.getuid()
+                and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO)):
+            os.chmod(path, 0o700)
+    except OSError:
+        pass  # reported as one line when the cache is first used
 
 
 def is_link(path: str) -> bool:
