@@ -29,7 +29,7 @@ from .keras_io import (
     structured,
     traced_subclassed,
 )
-from .signature import Signature, TensorInfo, check_array, dtype_name, shape_text
+from .signature import Signature, TensorInfo, check_array, dtype_name
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -129,10 +129,6 @@ def check_input_shape(expected: tuple[int | None, ...], x: np.ndarray, what: str
     x = np.asarray(x)
     check_array(x, TensorInfo("input", tuple(expected), x.dtype.name if x.dtype.kind in "biuf" else "float32"),
                 what, model, name_it=False)
-
-
-def _shape_text(shape: tuple[int | None, ...]) -> str:
-    return shape_text(shape)
 
 
 def load_model(model: Any, signature: str = DEFAULT_SIGNATURE, input_dtypes: dict[Any, str] | None = None) -> SourceModel:

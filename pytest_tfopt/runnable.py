@@ -273,10 +273,7 @@ class RunnableModel:
         if self.eval_dataset is not None and len(self.eval_dataset):
             feed = sig.feed(resized(self.eval_dataset.x, batch_size), "evaluation data", self.variant, one_sample=False)
         else:
-            rng = np.random.default_rng(0)
-            feed = {t.name: (rng.random((batch_size, *(d or 8 for d in t.shape))) if t.is_float
-                             else np.zeros((batch_size, *(d or 8 for d in t.shape)))).astype(t.dtype)
-                    for t in sig.inputs}
+            feed = sig.random_batch(batch_size)
         return feed[sig.inputs[0].name] if len(sig.inputs) == 1 else feed
 
 

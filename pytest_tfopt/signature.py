@@ -126,6 +126,22 @@ class Signature:
             )
         return {self.inputs[0].name: x}
 
+    def random_batch(self, n: int, free: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
+        """``n`` seeded random samples of every input: floats in [0, 1), booleans, integers in {0, 1} (valid ids
+        for any embedding or lookup table); free axes ``free`` long. For probes where no data is given."""
+        rng = np.random.default_rng(seed)
+        feed = {}
+        for t in self.inputs:
+            shape = (n, *(free if d is None else d for d in t.shape))
+            dtype = np.dtype(t.dtype)
+            if np.issubdtype(dtype, np.floating):
+                feed[t.name] = rng.random(shape).astype(dtype)
+            elif dtype == np.bool_:
+                feed[t.name] = rng.random(shape) < 0.5
+            else:
+                feed[t.name] = rng.integers(0, 2, shape).astype(dtype)
+        return feed
+
     def result(self, outputs: Mapping[str, np.ndarray]) -> Batch:
         """What ``predict`` returns: the array of a one-output model, else a dict in output order."""
         if len(self.outputs) == 1:

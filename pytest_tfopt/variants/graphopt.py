@@ -132,18 +132,7 @@ def _probe(source: SourceModel, train: Dataset | None) -> dict[str, np.ndarray]:
             return signature.feed(take(train.x, slice(0, PROBE_SAMPLES)), "probe data", source.name, one_sample=False)
         except DatasetError:
             pass  # e.g. data for another model: random samples still compare the graphs
-    rng = np.random.default_rng(0)
-    feed = {}
-    for t in signature.inputs:
-        shape = (PROBE_SAMPLES, *(8 if d is None else d for d in t.shape))
-        dtype = np.dtype(t.dtype)
-        if np.issubdtype(dtype, np.floating):
-            feed[t.name] = rng.random(shape).astype(dtype)
-        elif dtype == np.bool_:
-            feed[t.name] = rng.random(shape) < 0.5
-        else:
-            feed[t.name] = rng.integers(0, 2, shape).astype(dtype)
-    return feed
+    return signature.random_batch(PROBE_SAMPLES)
 
 
 def _largest_difference(expected: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> tuple[str, float, bool]:
