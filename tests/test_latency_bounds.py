@@ -6,11 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from test_load_and_metrics import FAKE_CLOCK
 
 from pytest_tfopt.measure.latency import LatencyStats, interleaved
 from pytest_tfopt.measure.stats import binomial_cdf_half, mcnemar_exact, quantile_ranks, samples_for_upper_bound
-
-from test_load_and_metrics import FAKE_CLOCK
 
 
 def test_order_statistic_ranks_match_the_binomial_tables():
