@@ -9,92 +9,26 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import time
 from typing import Any
 
-from . import tfenv
-from .cache import _atomic_write
+from . import metrics, tfenv
 from .errors import UsageError
+from .files import write_atomic
+from .hardware import CPU_FLAGS, hardware, hardware_id  # noqa: F401 - the rows' fingerprint, named here too
+from .metrics import split_output  # noqa: F401 - where budgets and front ends have found it
 
 SCHEMA = "pytest-tfopt/results"
 SCHEMA_VERSION = 1
-#: metric name -> (row key, higher is better)
-METRICS = {
-    "accuracy": ("accuracy", True),
-    "size": ("size_bytes", False),
-    "gzip_size": ("gzip_size_bytes", False),
-    "latency_p50": ("latency_b1_p50_ms", False),
-    "latency_p95": ("latency_b1_p95_ms", False),
-}
-HARDWARE_INDEPENDENT = ("accuracy", "size", "gzip_size")
+#: metric name -> (row key, higher is better): a view of :data:`pytest_tfopt.metrics.METRICS`
+METRICS = {m.name: (m.row_key, m.higher_is_better) for m in metrics.METRICS}
+#: the metrics compared between results measured on different hardware (a view of the metrics table)
+HARDWARE_INDEPENDENT = tuple(m.name for m in metrics.METRICS if not m.hardware_dependent)
 
 
 def row_key(row: dict[str, Any]) -> tuple[str, str, str]:
     return (row["test"], row["variant"], row["backend"])
-
-
-#: CPU flags that change which kernels runtimes pick (and so their speed and sometimes their numerics)
-CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-             "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve")
-
-
-def _cpuinfo() -> tuple[str, list[str]]:
-    """CPU model name and the :data:`CPU_FLAGS` it has (Linux ``/proc/cpuinfo``; the flags are empty elsewhere)."""
-    model, flags = "", None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and not model:
-                    model = value.strip()
-                elif key in ("flags", "Features") and flags is None:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return model or platform.processor(), [f for f in CPU_FLAGS if f in (flags or ())]
-
-
-def _gpus() -> list[str]:
-    """NVIDIA GPU names from ``nvidia-smi`` (``[]`` without one; never raises)."""
-    import shutil
-
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
-
-
-_HARDWARE: dict[str, Any] | None = None
-
-
-def hardware() -> dict[str, Any]:
-    """What the timings depend on: CPU model and the flags that pick kernels, cores, GPUs, machine, OS.
-
-    Computed once per process (``nvidia-smi`` is slow); rows measured elsewhere are compared on
-    accuracy and size only (see :func:`same_hardware`).
-    """
-    global _HARDWARE
-    if _HARDWARE is None:
-        model, flags = _cpuinfo()
-        _HARDWARE = {"cpu": model, "cpu_flags": flags, "cores": os.cpu_count(), "gpus": _gpus(),
-                     "machine": platform.machine(), "system": platform.system()}
-    return dict(_HARDWARE)
-
-
-def hardware_id(info: dict[str, Any] | None = None) -> str:
-    """A short stable fingerprint of :func:`hardware` (12 hex digits), recorded on every result row."""
-    import hashlib
-    import json
-
-    text = json.dumps(info if info is not None else hardware(), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def commit() -> str | None:
@@ -125,10 +59,10 @@ def document(rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) ->
 
 
 def save(path: str | os.PathLike, doc: dict[str, Any]) -> None:
-    """Write ``doc`` atomically (a reader never sees half a file)."""
+    """Write ``doc`` atomically (a reader never sees half a file; its directory made; the mode ``open()`` gives)."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    _atomic_write(path, json.dumps(doc, indent=1, sort_keys=True, default=str).encode())
+    write_atomic(path, json.dumps(doc, indent=1, sort_keys=True, default=str).encode())
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
@@ -157,7 +91,7 @@ def check_rows(doc: dict[str, Any], what: str, remedy: str) -> None:
     for index, row in enumerate(doc["rows"], 1):
         if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("test", "variant", "backend")):
             raise UsageError(f"{what}: row {index} lacks test/variant/backend: {remedy}")
-        for key in ("size_bytes", *(field for field, _ in METRICS.values())):
+        for key in (m.row_key for m in metrics.METRICS):
             value = row.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise UsageError(f"{what}: row {index} has {key} = {value!r}, not a number: {remedy}")
@@ -169,20 +103,17 @@ def same_hardware(doc: dict[str, Any]) -> bool:
     return recorded == hardware()
 
 
-def split_output(metric: str) -> tuple[str, str | None]:
-    """``"accuracy[risk]"`` → ``("accuracy", "risk")`` (a metric of one output); ``"size"`` → ``("size", None)``."""
-    base, bracket, rest = metric.partition("[")
-    if bracket and rest.endswith("]") and len(rest) > 1:
-        return base, rest[:-1]
-    return metric, None
-
-
 def metric_value(row: dict[str, Any], metric: str) -> float | None:
     """The value of change metric ``metric`` (``accuracy[<output>]`` for one output) in a result row."""
-    base, output = split_output(metric)
-    key, _ = METRICS[base]
-    value = row.get(key if output is None else f"{key}[{output}]")
+    value = row.get(metrics.row_field(metric))
     return None if value is None else float(value)
+
+
+def _ratcheted(row: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(row field, higher is better) of every metric in ``row``, per-output ones (``accuracy[risk]``) included."""
+    fields = [(m.row_key, m.higher_is_better) for m in metrics.METRICS]
+    per_output = [m for m in metrics.METRICS if m.per_output]
+    return fields + [(k, m.higher_is_better) for m in per_output for k in row if k.startswith(f"{m.row_key}[")]
 
 
 def ratchet(old: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
@@ -196,8 +127,7 @@ def ratchet(old: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[dict[str, 
             improved += 1
             continue
         base = by_key[key]
-        per_output = [(k, True) for k in row if k.startswith("accuracy[")]  # accuracy of each labeled output
-        for field, higher in [*METRICS.values(), *per_output]:
+        for field, higher in _ratcheted(row):
             new, was = row.get(field), base.get(field)
             if new is None:
                 continue

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import security
+from . import files, security
 from .artifact import Artifact
 from .errors import CacheError
 
@@ -257,17 +257,5 @@ class _Untrusted(Exception):
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file and rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=TMP_PREFIX, suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``data`` to ``path`` through a temp file and rename: readers never see half a file; private (0600)."""
+    files.write_atomic(path, data, mode=files.PRIVATE, prefix=TMP_PREFIX)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DatasetError
+from .errors import DatasetError, first_line
 from .signature import Batch, Signature, arrays, concat, n_samples, take
 
 DEFAULT_TEST_FRACTION = 0.2
@@ -91,7 +91,7 @@ class Dataset:
             y_all = _join(ys, join) if ys else None
         except (ValueError, KeyError) as exc:
             raise DatasetError(
-                f"tf.data.Dataset elements do not fit together ({str(exc).splitlines()[0][:120]}): "
+                f"tf.data.Dataset elements do not fit together ({first_line(exc, 120)}): "
                 "give every sample the same shape and the same names (or pass batched= explicitly)"
             ) from None
         return cls(x_all, y_all, name="tf.data")

@@ -34,3 +34,15 @@ class BackendUnavailable(TfoptError):
 
 class CacheError(TfoptError):
     """The artifact cache cannot be read or written."""
+
+
+def first_line(exc: BaseException, limit: int = 200, empty: str | None = None) -> str:
+    """The first non-blank line of ``exc``'s message, stripped and cut to ``limit`` characters.
+
+    For quoting a library's error inside one of ours (messages stay one line). An exception with an
+    empty message gives ``empty``, by default its type name (``ValueError``).
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__ if empty is None else empty
+    return lines[0][:limit]

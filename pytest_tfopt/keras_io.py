@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import tfenv
-from .errors import ModelLoadError
+from .errors import ModelLoadError, first_line
 from .signature import Signature, TensorInfo, dtype_name
 
 
@@ -98,7 +98,7 @@ def traced_subclassed(model: Any, name: str, dtypes: dict[Any, str]) -> tuple[Si
             specs).structured_outputs
     except Exception as exc:  # the call rejects these inputs
         raise ModelLoadError(f"subclassed model {name!r} cannot be traced with inputs "
-                             f"{', '.join(t.describe() for t in ins)} ({str(exc).splitlines()[0][:120]}): export it "
+                             f"{', '.join(t.describe() for t in ins)} ({first_line(exc, 120)}): export it "
                              "with model.export(path, input_signature=[...])") from None
     if isinstance(out, dict):
         named = dict(out)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import tfenv
-from .errors import ModelLoadError
+from .errors import ModelLoadError, first_line
 from .keras_io import (
     inputs_by_name,
     keras_input_names,
@@ -29,6 +29,7 @@ from .keras_io import (
     structured,
     traced_subclassed,
 )
+from .litert import inspect_tflite
 from .signature import Signature, TensorInfo, check_array, dtype_name
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -175,8 +176,8 @@ def _load_path(path: str, signature: str = DEFAULT_SIGNATURE) -> SourceModel:
 
 
 def _damaged(path: str, exc: BaseException) -> ModelLoadError:
-    first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-    return ModelLoadError(f"model file {path!r} is damaged or unreadable ({first}): re-save it from the training code")
+    return ModelLoadError(f"model file {path!r} is damaged or unreadable ({first_line(exc, 160)}): re-save it from "
+                          "the training code")
 
 
 def _load_keras_zip(path: str) -> SourceModel:
@@ -408,8 +409,6 @@ def _load_saved_model(path: str, signature: str = DEFAULT_SIGNATURE) -> SourceMo
 def _load_tflite(path: str, signature: str = DEFAULT_SIGNATURE) -> SourceModel:
     with open(path, "rb") as fh:
         content = fh.read()
-    from .backends.tflite import inspect_tflite
-
     try:
         sig, key = inspect_tflite(content, signature)
     except ModelLoadError:

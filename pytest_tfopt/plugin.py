@@ -1,47 +1,35 @@
-"""The pytest plugin: options, markers, fixtures and the summary, over the core.
+"""The pytest plugin: options, hooks and the summary, over the core.
 
-Nothing here converts or measures: it turns options and markers into
-:class:`~pytest_tfopt.workbench.Workbench` calls and core results into outcomes.
+Nothing here converts, measures or judges: options and markers become a
+:class:`~pytest_tfopt.session.TfoptState` (settings, registries, the gate), the fixtures
+(:mod:`pytest_tfopt.fixtures`) hand out runnable models, and after each test the core's
+:class:`~pytest_tfopt.budgets.evaluate.Gate` judges them; this module turns its verdicts into pytest
+outcomes, result rows and the terminal summary.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import importlib.util
-import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from . import baseline, budgets_file, report, security, tfenv
-from .backends import default_registry as default_backends
+from . import fixtures, hookspecs, tfenv
 from .budgets import MARKER_DOCS, PARSERS, evaluate, parse_marker
-from .cache import ArtifactCache, CacheStats
-from .errors import BackendUnavailable, CacheError, TfoptError, UsageError
-from .outputs import check_writable, check_writable_dir
+from .errors import TfoptError, UsageError, first_line
+from .fixtures import MODEL_FIXTURES, USED_MODELS, core_errors
 from .report.terminal import table_lines
 from .results import JUNIT_FIELDS, result_row
-from .variants import default_registry as default_variants
+from .session import DEFAULT_VARIANTS, ROW_KEY, STATE, OutputError, TfoptState, state_of, usage_errors, write_outputs
 from .variants import split_variants
 from .workbench import DEFAULT_CALIBRATION_SIZE, Workbench
 
-DEFAULT_VARIANTS = "dynamic,float16,int8"
-ROW_KEY = "tfopt"
-STATE = pytest.StashKey["TfoptState"]()
-#: the runnable models a test obtained (optimized_model, reference_model, tfopt_variant(...)), in order
-USED_MODELS = pytest.StashKey[list]()
-MODEL_FIXTURES = ("optimized_model", "reference_model", "tfopt_variant")
-INCONCLUSIVE_POLICIES = ("warn", "fail", "pass")
-
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from . import hookspecs
-
     pluginmanager.add_hookspecs(hookspecs)
+    if not pluginmanager.is_registered(fixtures):
+        pluginmanager.register(fixtures, "tfopt-fixtures")  # the fixtures live in their own module
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -71,7 +59,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--tfopt-perf", choices=("enforce", "record", "off"), default="enforce",
                     help="latency budgets: enforce (fail when broken), record (measure and report, never fail), "
                          "off (do not measure) (default: enforce)")
-    group.addoption("--tfopt-inconclusive", choices=INCONCLUSIVE_POLICIES, default=None,
+    group.addoption("--tfopt-inconclusive", choices=evaluate.INCONCLUSIVE_POLICIES, default=None,
                     help="a verdict whose interval straddles its budget: warn (shown INCONCLUSIVE, exit 0; the "
                          "default: the data cannot decide, which is not a regression), fail (the test fails: for "
                          "gates that must decide), pass (counted as passed) (ini tfopt_inconclusive)")
@@ -104,210 +92,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default=str(DEFAULT_CALIBRATION_SIZE))
     parser.addini("tfopt_keras", "auto (tf.keras as TensorFlow ships it) or legacy (TF_USE_LEGACY_KERAS=1, tf_keras)",
                   default="auto")
-
-
-class TfoptState:
-    """Per-session state: settings, registries, workbenches and collected rows."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        opt = config.option
-        self.config = config
-        self.strict = bool(opt.tfopt_strict)
-        self.threads = tfenv.default_threads() if opt.tfopt_threads is None else opt.tfopt_threads
-        if self.threads < 1:
-            raise UsageError(f"--tfopt-threads={opt.tfopt_threads}: use 1 or more threads")
-        self.rebuild = bool(opt.tfopt_rebuild)
-        self.cache_dir = opt.tfopt_cache_dir or self._default_cache_dir()
-        self.trust_shared = bool(opt.tfopt_cache_trust_shared)
-        self.inconclusive = opt.tfopt_inconclusive or (config.getini("tfopt_inconclusive") or "warn").strip()
-        if self.inconclusive not in INCONCLUSIVE_POLICIES:
-            raise UsageError(f"ini tfopt_inconclusive = {self.inconclusive!r}: use one of {', '.join(INCONCLUSIVE_POLICIES)}")
-        # a directory nothing can be written to, or one others could plant artifacts in, is a usage error
-        # (exit 4), once, before collection
-        try:
-            ArtifactCache(self.cache_dir, trust_shared=self.trust_shared).check()
-        except CacheError as exc:
-            raise UsageError(str(exc)) from None
-        self.calibration_size = _int_ini(config, "tfopt_calibration_size")
-        self.variants = default_variants()
-        self.backends = default_backends()
-        self.backends.register("serving", functools.partial(_serving_backend, opt.tfopt_serving_url,
-                                                            opt.tfopt_serving_timeout))
-        config.hook.pytest_tfopt_register_variants.call_historic(kwargs={"registry": self.variants})
-        config.hook.pytest_tfopt_register_backends.call_historic(kwargs={"registry": self.backends})
-        self._backend_option = opt.tfopt_backend
-        self._backend_list: list[str] | None = None
-        self.notes: list[str] = []
-        self.cli_variants = split_variants(opt.tfopt_variants) if opt.tfopt_variants is not None else None
-        if self.cli_variants == []:
-            raise UsageError(f"--tfopt-variants={opt.tfopt_variants!r} names no variant: give e.g. "
-                             "--tfopt-variants=int8,float16 (or leave it out for the markers and ini)")
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        if self.threads > cores:
-            self.notes.append(f"WARNING --tfopt-threads={self.threads} is more than the {cores} cores here: the "
-                              "runtimes oversubscribe them and latencies measure the contention")
-        self.ini_variants = split_variants(config.getini("tfopt_variants") or DEFAULT_VARIANTS)
-        self.rows: list[dict[str, Any]] = []
-        for path in opt.tfopt_report:  # every output is checked now, not after the last test
-            report.format_of(path)
-            check_writable(path, "--tfopt-report")
-        if opt.tfopt_save_baseline:
-            check_writable(opt.tfopt_save_baseline, "--tfopt-save-baseline")
-        if opt.tfopt_update_baseline and opt.tfopt_baseline:
-            check_writable(opt.tfopt_baseline, "--tfopt-update-baseline: --tfopt-baseline")
-        if opt.tfopt_tensorboard:
-            if os.path.isfile(opt.tfopt_tensorboard):
-                raise UsageError(f"--tfopt-tensorboard {opt.tfopt_tensorboard!r} is a file: give a directory for the runs")
-            check_writable_dir(opt.tfopt_tensorboard, "--tfopt-tensorboard")
-        if opt.tfopt_tensorboard and importlib.util.find_spec("tensorboard") is None:
-            raise UsageError("--tfopt-tensorboard needs TensorBoard: pip install tensorboard (or pytest-tfopt[tensorboard])")
-        if opt.tfopt_update_baseline and not opt.tfopt_baseline:
-            raise UsageError("--tfopt-update-baseline needs --tfopt-baseline PATH (the baseline to ratchet)")
-        self.budgets_file = budgets_file.find(opt.tfopt_budgets, str(config.rootpath))
-        self.baseline = baseline.load(opt.tfopt_baseline) if opt.tfopt_baseline else None
-        self.baseline_rows = {baseline.row_key(r): r for r in (self.baseline or {}).get("rows", [])}
-        self.same_hardware = self.baseline is None or baseline.same_hardware(self.baseline)
-        if not self.same_hardware:
-            self.notes.append(f"baseline {opt.tfopt_baseline} was measured on other hardware "
-                              f"({self.baseline.get('hardware', {}).get('cpu', '?')}): only accuracy and size are compared")
-        self.cache_stats = CacheStats()
-        self._benches: dict[tuple[Any, Any], tuple[Any, Any, Workbench]] = {}
-
-    def _default_cache_dir(self) -> str:
-        cache = getattr(self.config, "cache", None)
-        path = str(cache.mkdir("tfopt")) if cache is not None else str(self.config.rootpath / ".tfopt_cache")
-        security.tighten(path)
-        return path
-
-    def canonical(self, variant: str) -> str:
-        """The canonical id of a variant written in a budgets file (itself when it does not parse: a glob)."""
-        try:
-            return self.variants.resolve(variant).id
-        except TfoptError:
-            return variant
-
-    @property
-    def backend_names(self) -> list[str]:
-        """``--tfopt-backend`` resolved; first needed at collection, after conftests registered their backends."""
-        if self._backend_list is None:
-            with _usage_errors():
-                self._backend_list = self._backend_names(self._backend_option)
-        return self._backend_list
-
-    def _backend_names(self, raw: list[str] | None) -> list[str]:
-        names = [n.strip() for item in (raw or ["tflite"]) for n in item.split(",") if n.strip()]
-        available = [n for n in self.backends.names() if "all" in names and not self.backends.get(n).unavailable_reason()]
-        names = [m for n in names for m in (available if n == "all" else [n])]
-        for n in names:
-            self.backends.get(n)
-        return list(dict.fromkeys(names))
-
-    def ini_path(self, name: str) -> str | None:
-        value = self.config.getini(name)
-        if not value:
-            return None
-        base = self.config.inipath.parent if self.config.inipath else self.config.rootpath
-        return str((base / value).resolve()) if not os.path.isabs(value) else value
-
-    def workbench(self, model: Any, dataset: Any) -> Workbench:
-        key = (_identity(model), _identity(dataset))
-        if key not in self._benches:
-            bench = Workbench(model, dataset, cache_dir=self.cache_dir, threads=self.threads, rebuild=self.rebuild,
-                              calibration_size=self.calibration_size, variants=self.variants, backends=self.backends,
-                              log=self.progress, signature=self.config.getini("tfopt_signature") or "serving_default",
-                              trust_shared=self.trust_shared)
-            self._benches[key] = (model, dataset, bench)  # keep the objects alive so ids stay unique
-        return self._benches[key][2]
-
-    def pytest_plugin_registered(self, plugin: object) -> None:
-        """Call ``tfopt_register_variants``/``tfopt_register_backends`` of plugins and conftests.
-
-        pytest replays this hook for every plugin registered before this one, too.
-        """
-        for attr, registry in (("tfopt_register_variants", self.variants), ("tfopt_register_backends", self.backends)):
-            register = getattr(plugin, attr, None)
-            if callable(register):
-                register(registry=registry)
-
-    def progress(self, message: str) -> None:
-        """Progress of long builds (a line per stage and epoch) on the terminal, unless -q."""
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        capman = self.config.pluginmanager.get_plugin("capturemanager")
-        if reporter is not None and self.config.get_verbosity() >= 0:
-            with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-                reporter.ensure_newline()
-                reporter.write_line(f"[tfopt] {message}")
-        else:
-            logging.getLogger("pytest_tfopt").info(message)
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Collect result rows (in the xdist controller they arrive in workers' reports)."""
-        if report.when not in ("call", "setup"):
-            return
-        for name, value in report.user_properties:
-            if name == ROW_KEY and isinstance(value, dict):
-                self.rows.append(value)
-
-    def unmatched_budgets(self) -> list[str]:
-        """A warning line for every budgets-file entry that selected no result of this run."""
-        if self.budgets_file is None:
-            return []
-        results = [(r["test"], r["variant"], r["backend"]) for r in self.rows]
-        return [f"WARNING budgets file {self.budgets_file.path}: {entry} matched no result: check its test/variant/"
-                "backend selectors (node ids match literally or as a glob)"
-                for entry in self.budgets_file.unmatched(results, self.canonical)]
-
-    def total_cache_stats(self) -> CacheStats:
-        total = CacheStats(self.cache_stats.built, self.cache_stats.reused, self.cache_stats.build_seconds)
-        for _, _, bench in self._benches.values():
-            s = bench.cache.stats
-            total.built += s.built
-            total.reused += s.reused
-            total.build_seconds += s.build_seconds
-        return total
-
-
-def _serving_backend(url: str | None, timeout_s: float) -> Any:
-    from .backends.serving import ServingBackend  # lazy: only when the backend is used
-
-    return ServingBackend(url=url, timeout_s=timeout_s)
-
-
-def _identity(value: Any) -> Any:
-    return os.fspath(value) if isinstance(value, (str, os.PathLike)) else id(value)
-
-
-def _int_ini(config: pytest.Config, name: str) -> int:
-    raw = config.getini(name)
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise UsageError(f"ini {name} = {raw!r} is not an integer: e.g. {name} = 200") from None
-    if value < 1:
-        raise UsageError(f"ini {name} = {value}: use 1 or more samples")
-    return value
-
-
-@contextlib.contextmanager
-def _usage_errors() -> Iterator[None]:
-    try:
-        yield
-    except UsageError as exc:
-        raise pytest.UsageError(str(exc)) from None
-
-
-@contextlib.contextmanager
-def _core(state: TfoptState | None = None) -> Iterator[None]:
-    """Turn core errors into one-line test failures (skips for missing backends)."""
-    # "from None": the report shows one line, not a "during handling ..." chain
-    try:
-        yield
-    except BackendUnavailable as exc:
-        if state is not None and state.strict:
-            raise pytest.fail.Exception(f"{exc} (--tfopt-strict)", pytrace=False) from None
-        raise pytest.skip.Exception(str(exc)) from None
-    except TfoptError as exc:
-        raise pytest.fail.Exception(str(exc), pytrace=False) from None
 
 
 PATH_OPTIONS = ("--tfopt-cache-dir", "--tfopt-budgets", "--tfopt-save-baseline", "--tfopt-baseline",
@@ -353,7 +137,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _check_path_options_spelling(config)
     if config.option.tfopt_pin_cores:
         _pin_worker()
-    with _usage_errors():
+    with usage_errors():
         tfenv.configure(tfenv.TfSettings(keras=config.getini("tfopt_keras") or "auto",
                                          threads=config.option.tfopt_threads or tfenv.default_threads()))
         state = TfoptState(config)
@@ -374,12 +158,8 @@ def _pin_worker() -> None:
     os.sched_setaffinity(0, share)
 
 
-def _state(config: pytest.Config) -> TfoptState:
-    return config.stash[STATE]
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    state = _state(metafunc.config)
+    state = state_of(metafunc.config)
     if "_tfopt_variant_name" in metafunc.fixturenames:
         variants = state.cli_variants
         if variants is None:
@@ -411,7 +191,7 @@ def _unique_variants(metafunc: pytest.Metafunc, state: TfoptState, variants: lis
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Validate variant names and budget markers now, so a typo is a usage error naming the test."""
-    state = _state(config)
+    state = state_of(config)
     for item in items:
         try:
             callspec = getattr(item, "callspec", None)
@@ -443,99 +223,10 @@ def _check_budgets_have_a_model(item: pytest.Item) -> None:
         )
 
 
-# ---- fixtures ------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def tfopt_model(request: pytest.FixtureRequest) -> Any:
-    """The FP32 source model: a path or a Keras model. Default: ini ``tfopt_model``; override it in conftest."""
-    path = _state(request.config).ini_path("tfopt_model")
-    if path is None:
-        pytest.fail("no model configured: set ini tfopt_model = PATH or override the tfopt_model fixture", pytrace=False)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tfopt_dataset(request: pytest.FixtureRequest) -> Any:
-    """The data set: a ``Dataset`` or an ``.npz`` path. Default: ini ``tfopt_dataset``; override it in conftest."""
-    return _state(request.config).ini_path("tfopt_dataset")
-
-
-@pytest.fixture
-def _tfopt_workbench(request: pytest.FixtureRequest, tfopt_model: Any, tfopt_dataset: Any) -> Workbench:
-    return _state(request.config).workbench(tfopt_model, tfopt_dataset)
-
-
-@pytest.fixture
-def calibration_dataset(_tfopt_workbench: Workbench) -> Any:
-    """The calibration samples (seeded, ``tfopt_calibration_size`` of the training split)."""
-    with _core():
-        return _tfopt_workbench.calibration()
-
-
-@pytest.fixture
-def eval_dataset(_tfopt_workbench: Workbench) -> Any:
-    """The evaluation (test) split."""
-    with _core():
-        return _tfopt_workbench.evaluation
-
-
-@pytest.fixture
-def _tfopt_backend_name(request: pytest.FixtureRequest) -> str:
-    return getattr(request, "param", "tflite")
-
-
-@pytest.fixture
-def _tfopt_variant_name(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-@pytest.fixture
-def tfopt_backend(request: pytest.FixtureRequest, _tfopt_backend_name: str, _tfopt_workbench: Workbench) -> Any:
-    """The backend this test runs on (skips, or fails under --tfopt-strict, when it is missing here)."""
-    state = _state(request.config)
-    with _core(state):
-        return _tfopt_workbench.backend(_tfopt_backend_name)
-
-
-@pytest.fixture
-def tfopt_variant(request: pytest.FixtureRequest, tfopt_backend: Any, _tfopt_workbench: Workbench) -> Any:
-    """Factory: ``tfopt_variant("int8")`` returns that variant as a runnable model on this test's backend."""
-    state = _state(request.config)
-
-    def make(variant: str, backend: str | None = None) -> Any:
-        with _core(state):
-            model = _tfopt_workbench.runnable(variant, backend or tfopt_backend.name)
-        model.begin_test(request.node.nodeid)  # this test's row shows what this test measured
-        used = request.node.stash.setdefault(USED_MODELS, [])
-        if not any(m is model for m in used):
-            used.append(model)  # its budgets are checked after the test body
-        return model
-
-    return make
-
-
-@pytest.fixture
-def reference_model(tfopt_variant: Any) -> Any:
-    """The fp32 variant on the same backend: what budgets compare against."""
-    return tfopt_variant("fp32")
-
-
-@pytest.fixture
-def optimized_model(_tfopt_variant_name: str, tfopt_variant: Any) -> Any:
-    """The variant under test (parametrized: ``test_x[int8-tflite]``), a runnable model."""
-    return tfopt_variant(_tfopt_variant_name)
-
-
 # ---- budgets and results ----------------------------------------------------
-def _budgets(item: pytest.Item, state: TfoptState, model: Any) -> tuple[list[Any], list[Any]]:
-    """What ``item`` states for ``model``: its closest markers, the budgets file's entries and the baseline row,
-    selected in the core (:func:`pytest_tfopt.budgets.evaluate.select`)."""
-    marked = {name: [parse_marker(name, m.args, m.kwargs) for m in _closest_markers(item, name)] for name in PARSERS}
-    from_file: dict[str, Any] = {}
-    changes: dict[str, Any] = {}
-    if state.budgets_file is not None:
-        from_file, changes = state.budgets_file.select(item.nodeid, model.variant, model.backend, state.canonical)
-    base = state.baseline_rows.get((item.nodeid, model.variant, model.backend))
-    return evaluate.select(marked, from_file, changes, base, state.baseline is not None, state.same_hardware)
+def _marked(item: pytest.Item) -> dict[str, list[Any]]:
+    """Marker name → the budgets ``item``'s closest markers state (the gate lets them override the file's)."""
+    return {name: [parse_marker(name, m.args, m.kwargs) for m in _closest_markers(item, name)] for name in PARSERS}
 
 
 def _closest_markers(item: pytest.Item, name: str) -> list[Any]:
@@ -562,7 +253,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     bench = funcargs.get("_tfopt_workbench")
     if bench is None:
         return (yield)
-    state = _state(item.config)
+    state = state_of(item.config)
     try:
         result = yield
     except BaseException:
@@ -580,7 +271,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         try:
             failures += _judge(item, state, bench, model)
         except BaseException as exc:  # a check that raised is still a row, with its error
-            _record(item, model, None, [], "failed", error=_first_line(exc))
+            _record(item, model, None, [], "failed", error=first_line(exc, 300))
             raise
     if failures:
         pytest.fail("\n".join(failures), pytrace=False)
@@ -595,36 +286,11 @@ def _judged_models(item: pytest.Item, funcargs: dict[str, Any]) -> list[Any]:
 
 
 def _judge(item: pytest.Item, state: TfoptState, bench: Workbench, model: Any) -> list[str]:
-    """Every budget of ``item`` on ``model``; records its row; returns the failure text (empty when none broke)."""
-    with _core(state):
-        reference = bench.reference(model.backend)
-        model.begin_test(item.nodeid)
-        values, changes = _budgets(item, state, model)
-        verdicts = evaluate.judge(model, values, changes, item.config.option.tfopt_perf,
-                                  functools.partial(_reference_for, bench=bench, model=model, reference=reference))
-    evaluate.measure_accuracy(model, reference)
-    broken = [v.message for v in verdicts if v.passed is False]
-    if state.inconclusive == "fail":  # a gate that must decide: undecided is not green
-        broken += [f"{v.message} (--tfopt-inconclusive=fail)" for v in verdicts if v.passed is None]
-    note = None
-    if broken:  # before the row is recorded: the triage lands in it
-        from .triage import failure_note  # lazy: the debugger runs only for failing accuracy budgets
-
-        note = failure_note(bench, model, verdicts) or f"kept artifact: {model.path}"
-    _record(item, model, reference, verdicts, "failed" if broken else "passed")
-    return [*broken, note] if broken else []
-
-
-def _reference_for(budget: Any, bench: Workbench, model: Any, reference: Any) -> Any:
-    """fp32 on the same backend, or the variant a budget names (``min_speedup(reference="int8")``)."""
-    name = getattr(budget, "reference_variant", "fp32")
-    backend = getattr(budget, "reference_backend", model.backend)
-    return reference if (name, backend) == ("fp32", model.backend) else bench.runnable(name, backend)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "msg", None) or exc).strip()
-    return (text.splitlines() or [type(exc).__name__])[0][:300]
+    """Every budget of ``item`` on ``model`` (the core's gate); records its row; returns the failure text."""
+    with core_errors(state):
+        judgement = state.gate.judge(item.nodeid, model, bench, _marked(item))
+    _record(item, model, judgement.reference, judgement.verdicts, "passed" if judgement.passed else "failed")
+    return judgement.failures
 
 
 def _record(item: pytest.Item, model: Any, reference: Any, verdicts: list[Any], outcome: str,
@@ -648,7 +314,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     report = yield
     rows = [value for name, value in report.user_properties if name == ROW_KEY and isinstance(value, dict)]
     if report.when == "call":
-        outcome = _outcome(report, rows, _state(item.config).inconclusive)
+        outcome = _outcome(report, rows, state_of(item.config).inconclusive)
         for row in rows:
             row["outcome"] = outcome
     elif report.when == "setup" and not report.passed and "_tfopt_workbench" in getattr(item, "fixturenames", ()):
@@ -678,7 +344,7 @@ def _report_text(report: pytest.TestReport) -> str:
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
     """A passing test whose verdict is inside the noise band shows as INCONCLUSIVE (not flipped by chance)."""
-    if report.when != "call" or not report.passed or _state(config).inconclusive == "pass":
+    if report.when != "call" or not report.passed or state_of(config).inconclusive == "pass":
         return None
     for name, row in report.user_properties:
         if name == ROW_KEY and isinstance(row, dict) and any(v["passed"] is None for v in row.get("verdicts", [])):
@@ -689,67 +355,26 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
 def pytest_sessionfinish(session: pytest.Session) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
-        s = _state(session.config).total_cache_stats()
+        s = state_of(session.config).total_cache_stats()
         workeroutput["tfopt_cache"] = {"built": s.built, "reused": s.reused, "build_seconds": s.build_seconds}
         return
     if STATE in session.config.stash:
-        state = _state(session.config)
+        state = state_of(session.config)
         if state.strict and state.unmatched_budgets() and session.exitstatus == pytest.ExitCode.OK:
             state.notes.append("ERROR: budgets-file entries matched no result (--tfopt-strict)")
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         try:
-            _write_outputs(state)
+            write_outputs(state)
         except OutputError as exc:
             state.notes.append(str(exc))
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
-
-
-def _write_outputs(state: TfoptState) -> None:
-    """Reports, the baseline and TensorBoard runs, in the controller, from every worker's rows.
-
-    Each output is written on its own: one that fails is an ERROR note (and exit code 3), the others
-    are still written.
-    """
-    opt = state.config.option
-    doc = baseline.document(state.rows)
-    writers: list[tuple[str, Any]] = [
-        (f"report: {path}", functools.partial(report.write, path, doc, state.baseline)) for path in opt.tfopt_report
-    ]
-    if opt.tfopt_save_baseline:  # rows of tests that never measured (skipped, errors) are no baseline
-        measured = [r for r in state.rows if "size_bytes" in r]
-        writers.append((f"baseline saved: {opt.tfopt_save_baseline} ({len(measured)} results)",
-                        functools.partial(baseline.save, opt.tfopt_save_baseline, baseline.document(measured))))
-    if opt.tfopt_update_baseline and state.baseline is not None:
-        updated, improved = baseline.ratchet(state.baseline, state.rows)
-        writers.append((f"baseline updated: {opt.tfopt_baseline} ({improved} improvements taken over)",
-                        functools.partial(baseline.save, opt.tfopt_baseline, updated)))
-    if opt.tfopt_tensorboard:
-        def tensorboard_runs() -> None:
-            from .report import tensorboard
-
-            tensorboard.write(opt.tfopt_tensorboard, state.rows)
-
-        writers.append((f"tensorboard: {opt.tfopt_tensorboard}", tensorboard_runs))
-    errors = []
-    for done, write in writers:
-        try:
-            write()
-            state.notes.append(done)
-        except (TfoptError, OSError) as exc:
-            errors.append(f"ERROR writing {done.split(':')[0]} ({exc})")
-    if errors:
-        raise OutputError("; ".join(errors))
-
-
-class OutputError(Exception):
-    """Some outputs could not be written (the others were)."""
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     stats = getattr(node, "workeroutput", {}).get("tfopt_cache")
     if stats:
-        own = _state(node.config).cache_stats
+        own = state_of(node.config).cache_stats
         own.built += stats["built"]
         own.reused += stats["reused"]
         own.build_seconds += stats["build_seconds"]
@@ -758,7 +383,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     if STATE not in config.stash or getattr(config, "workerinput", None) is not None:
         return
-    state = _state(config)
+    state = state_of(config)
     stats = state.total_cache_stats()
     if not state.rows and not stats.built and not stats.reused and not state.notes:
         return

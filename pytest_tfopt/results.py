@@ -10,6 +10,9 @@ from typing import Any
 
 from .baseline import hardware_id
 from .budgets import Verdict
+from .budgets.rows import verdict_row
+from .errors import TfoptError
+from .measure import accuracy as acc
 from .runnable import RunnableModel
 
 #: row fields CI systems show as JUnit properties
@@ -39,12 +42,7 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
         "calibration_size": model.artifact.metadata.get("calibration_size"),  # samples actually used
         "source_hash": model.artifact.metadata.get("source_hash"),
         "artifact": model.path,
-        "verdicts": [
-            {"budget": v.budget, "passed": v.passed, "measured": v.measured, "reference": v.reference,
-             "limit": v.limit, "message": v.message, **({"detail": v.detail} if v.detail else {}),
-             **({"recorded": True} if v.recorded else {})}
-            for v in verdicts
-        ],
+        "verdicts": [verdict_row(v) for v in verdicts],
     }
     if m.get("memory") is not None:
         row["memory_peak_mb"] = m["memory"].peak_mb
@@ -97,9 +95,6 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
 
 def _drop(metric: Any, reference: float, value: float) -> float:
     """How much worse ``value`` is than ``reference`` (positive = worse), as the failure messages say it."""
-    from .errors import TfoptError
-    from .measure import accuracy as acc
-
     try:
         return acc.resolve(metric).drop(reference, value)
     except (TfoptError, TypeError):  # a user's callable known only by name: higher is better, as by default

@@ -8,11 +8,14 @@ from typing import Any
 import numpy as np
 
 from .artifact import Artifact
-from .backends import Runner
+from .backends import Runner, default_registry
 from .dataset import Dataset
 from .errors import DatasetError, UsageError
 from .measure import accuracy as acc
+from .measure.concurrency import measure as measure_closed_loop
+from .measure.concurrency import measure_open_loop, threads_per_stream
 from .measure.latency import MODES, LatencySettings, LatencyStats, measure, request
+from .measure.memory import measure as measure_memory
 from .signature import Signature, TensorInfo, arrays, resized
 
 
@@ -180,8 +183,6 @@ class RunnableModel:
 
     def memory(self, batch_size: int = 1) -> Any:
         """Peak resident memory (MiB) loading this artifact and running one batch adds, in a fresh process."""
-        from .measure.memory import measure as measure_memory
-
         if batch_size not in self._memory:
             if self.path is None:
                 raise DatasetError("memory() needs a cached artifact: build the model through a Workbench")
@@ -227,11 +228,9 @@ class RunnableModel:
         With ``rate`` (requests/s): open loop instead — Poisson arrivals at that rate served by
         ``concurrency`` workers, latency counted from each request's scheduled arrival.
         The runtime threads of this model are split among the streams (at least one each); see
-        :mod:`pytest_tfopt.measure.load`. Memoized like :meth:`latency`; recorded as
+        :mod:`pytest_tfopt.measure.concurrency`. Memoized like :meth:`latency`; recorded as
         ``load_c{c}_b{n}`` (``_r{rate}`` open loop, ``_e2e`` end to end) in :attr:`measurements`.
         """
-        from .measure import load as load_measure
-
         self._check_latency_args(batch_size, mode)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise UsageError(f"concurrency={concurrency!r}: use a whole number of streams >= 1")
@@ -240,13 +239,13 @@ class RunnableModel:
             raise UsageError(f"rate={rate!r}: use a finite number of requests per second > 0")
         key = (concurrency, batch_size, mode, preprocess, postprocess, rate)
         if settings is not None or key not in self._load_stats:
-            threads = load_measure.threads_per_stream(int(self.runner.info.get("threads", 1)), concurrency)
+            threads = threads_per_stream(int(self.runner.info.get("threads", 1)), concurrency)
             runners = [self._new_runner(threads) for _ in range(concurrency)]
             x, s = self._latency_input(batch_size), settings or self.latency_settings
             if rate is None:
-                self._load_stats[key] = load_measure.measure(runners, x, mode, s, threads, preprocess, postprocess)
+                self._load_stats[key] = measure_closed_loop(runners, x, mode, s, threads, preprocess, postprocess)
             else:
-                self._load_stats[key] = load_measure.measure_open_loop(
+                self._load_stats[key] = measure_open_loop(
                     runners, x, float(rate), mode, s, threads, preprocess, postprocess)
         stats = self._load_stats[key]
         self.measurements[load_key(concurrency, batch_size, mode, rate)] = stats
@@ -256,8 +255,6 @@ class RunnableModel:
         """Another runner of this artifact (for a concurrent stream), with ``threads`` runtime threads."""
         if self._load is not None:
             return self._load(threads)
-        from .backends import default_registry
-
         return default_registry().get(self.backend).load(self.artifact, threads)
 
     @staticmethod

@@ -15,6 +15,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import UsageError
+
 KERAS_MODES = ("auto", "legacy")
 
 
@@ -41,8 +43,6 @@ def configure(settings: TfSettings) -> None:
     """Record the settings and apply the environment part right away."""
     global _settings
     if settings.keras not in KERAS_MODES:
-        from .errors import UsageError
-
         raise UsageError(
             f"tfopt_keras = {settings.keras!r} is not a Keras mode: use one of {', '.join(KERAS_MODES)}"
         )

@@ -27,11 +27,12 @@ from .cache import ArtifactCache, cache_key
 from .dataset import Dataset
 from .errors import BackendUnavailable, DatasetError, ModelLoadError
 from .measure.latency import LatencySettings
-from .models import DEFAULT_SIGNATURE, SourceModel, load_model
+from .models import DEFAULT_SIGNATURE, SourceModel, _from_keras, load_model
 from .runnable import RunnableModel
 from .security import user_cache_dir
 from .variants import Plan, VariantRegistry
 from .variants import default_registry as default_variants
+from .variants.training import as_tf_keras
 
 DEFAULT_CALIBRATION_SIZE = 200
 _logger = logging.getLogger("pytest_tfopt")
@@ -167,9 +168,6 @@ class Workbench:
         """Apply the plan's model-level transforms; returns the model to convert and per-stage stats."""
         if not plan.transforms:
             return source, []
-        from .models import _from_keras
-        from .variants.training import as_tf_keras
-
         model: Any = source
         stages = []
         for spec, recipe in plan.transforms:

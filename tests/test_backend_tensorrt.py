@@ -17,8 +17,11 @@ import pytest
 
 from pytest_tfopt import BackendUnavailable, Workbench
 from pytest_tfopt.backends import onnx as onnx_backend
+from pytest_tfopt.backends import onnx_convert
 from pytest_tfopt.backends import tensorrt as trt_backend
 from pytest_tfopt.backends.tensorrt import Gpu, TensorRTBackend, engine_cache_key, onnx_for_tensorrt
+from pytest_tfopt.backends.tensorrt import export as trt_export
+from pytest_tfopt.backends.tensorrt import machine as trt_machine
 
 OPSET = 17
 MACHINE_REASON = TensorRTBackend().unavailable_reason()
@@ -111,7 +114,7 @@ def test_int8_graph_has_symmetric_qdq_on_weights_and_activations(wb, graphs):
 
 def test_calibration_feeding_visits_every_sample_once_per_pass(wb, monkeypatch):
     calibration = wb.calibration()
-    reader = onnx_backend._reader("input", calibration, np.float32)
+    reader = onnx_convert.one_input_reader("input", calibration, np.float32)
     for _ in range(2):  # ORT rewinds readers between passes
         seen = []
         while (batch := reader.get_next()) is not None:
@@ -122,7 +125,7 @@ def test_calibration_feeding_visits_every_sample_once_per_pass(wb, monkeypatch):
     fed: list[np.ndarray] = []
 
     def counting(name, data, dtype):
-        inner = onnx_backend._reader(name, data, dtype)
+        inner = onnx_convert.one_input_reader(name, data, dtype)
         get_next = inner.get_next
 
         def get_next_counted():
@@ -134,7 +137,7 @@ def test_calibration_feeding_visits_every_sample_once_per_pass(wb, monkeypatch):
         inner.get_next = get_next_counted
         return inner
 
-    monkeypatch.setattr(trt_backend, "_reader", counting)
+    monkeypatch.setattr(trt_export, "one_input_reader", counting)  # where int8_calibration_reader looks it up
     settings: dict[str, str] = {}
     trt_backend.qdq_int8(onnx_backend.to_onnx(wb.source, OPSET), calibration, settings)
     rows = sorted(hashlib.sha1(r.tobytes()).hexdigest() for r in np.concatenate(fed))
@@ -201,13 +204,14 @@ def test_unsupported_precisions_name_the_remedy():
 
 # ---- the machine: GPU detection, routes, skip reasons ------------------------------------------
 def fake_machine(monkeypatch, *, gpu=True, tensorrt=False, cuda=False, ort_ep=False):
-    monkeypatch.setattr(trt_backend, "probe_gpu",
+    # the probes live in tensorrt.machine, where TensorRTBackend looks them up
+    monkeypatch.setattr(trt_machine, "probe_gpu",
                         lambda: (Gpu("NVIDIA L4", "8.9"), "") if gpu else (None, "no NVIDIA GPU is visible (test)"))
-    real = trt_backend._has_module
-    monkeypatch.setattr(trt_backend, "_has_module", lambda name: tensorrt if name == "tensorrt" else real(name))
-    monkeypatch.setattr(trt_backend, "has_cuda_python", lambda: cuda)
-    monkeypatch.setattr(trt_backend, "ort_has_tensorrt_ep", lambda: ort_ep)
-    monkeypatch.setattr(trt_backend, "tensorrt_version", lambda: "10.13.0" if tensorrt else "")
+    real = trt_machine.has_module
+    monkeypatch.setattr(trt_machine, "has_module", lambda name: tensorrt if name == "tensorrt" else real(name))
+    monkeypatch.setattr(trt_machine, "has_cuda_python", lambda: cuda)
+    monkeypatch.setattr(trt_machine, "ort_has_tensorrt_ep", lambda: ort_ep)
+    monkeypatch.setattr(trt_machine, "tensorrt_version", lambda: "10.13.0" if tensorrt else "")
     return TensorRTBackend()
 
 
@@ -237,7 +241,7 @@ def test_versions_carry_the_engine_key_material(monkeypatch):
 
 
 def test_gpu_probe_reads_nvidia_smi_and_names_what_is_missing(monkeypatch, tmp_path):
-    monkeypatch.setattr(trt_backend, "has_cuda_python", lambda: False)
+    monkeypatch.setattr(trt_machine, "has_cuda_python", lambda: False)  # probe_gpu looks it up there
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     smi = tmp_path / "nvidia-smi"
     smi.write_text("#!/bin/sh\necho 'NVIDIA A10G, 8.6'\n")

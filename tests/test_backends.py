@@ -18,9 +18,10 @@ from pytest_tfopt import BackendUnavailable, UsageError, Workbench
 from pytest_tfopt.backends import default_registry as default_backends
 from pytest_tfopt.backends import onnx as onnx_backend
 from pytest_tfopt.backends._archive import pack, unpack
-from pytest_tfopt.backends.tf import TFBackend, register_variants
+from pytest_tfopt.backends.tf import TFBackend
 from pytest_tfopt.measure.latency import LatencySettings
 from pytest_tfopt.variants import default_registry as default_variants
+from pytest_tfopt.variants.bf16 import register as register_variants
 
 FAST = LatencySettings(warmup_runs=3, min_time_s=0.05, min_runs=20)
 FLOAT_BACKENDS = ["tf", "xla", "onnxruntime"]

@@ -403,8 +403,12 @@ def test_nan_and_inf_in_calibration_data():
 
 
 def test_finite_and_integer_data_pass_check_finite():
-    Dataset(np.ones((4, 2), np.float32)).check_finite()
-    Dataset(np.full((4, 2), np.iinfo(np.int32).max)).check_finite()
+    x = np.ones((4, 2), np.float32)
+    assert Dataset(x).check_finite() is None
+    assert Dataset(np.full((4, 2), np.iinfo(np.int32).max)).check_finite() is None  # integers hold no NaN/Inf
+    x[2, 1] = np.nan  # the same data with one NaN fails: the check did look at it
+    with pytest.raises(DatasetError, match=r"data has NaN/Inf in 1 of 4 samples \(first: index 2\)"):
+        Dataset(x).check_finite()
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ class Slow:
     """A timing budget that is always broken."""
 
     marker: str = "max_latency_ms"
+    kind = "perf"
 
     def check(self, model, reference):
         return Verdict(self.marker, False, 9.0, None, 1.0, "max_latency_ms(1) broken: 9 ms > budget 1 ms")

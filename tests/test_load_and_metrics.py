@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -11,14 +12,15 @@ import numpy as np
 import pytest
 
 from pytest_tfopt.budgets import parse_marker
-from pytest_tfopt.errors import UsageError
+from pytest_tfopt.errors import DatasetError, UsageError
 from pytest_tfopt.measure import accuracy as acc
-from pytest_tfopt.measure import load
-from pytest_tfopt.measure.latency import LatencySettings
+from pytest_tfopt.measure import concurrency
+from pytest_tfopt.measure.latency import LatencySettings, LatencyStats
 from pytest_tfopt.measure.stats import binomial_cdf_half, mcnemar_exact, tango_interval, tango_statistic
 
 Z95 = 1.959963984540054  # the standard normal 0.975 quantile
-QUICK = LatencySettings(warmup_runs=2, min_time_s=0.1, min_runs=20, max_time_s=5.0)
+# every stream stops at max_runs, before the time and count rules could: the counts are exact
+EXACT = LatencySettings(warmup_runs=2, min_time_s=0.0, min_runs=10**6, max_runs=25, max_time_s=10**6)
 
 
 # ---- McNemar and Tango: closed forms and published values -----------------------------
@@ -64,7 +66,7 @@ def test_top_k_on_a_hand_example_and_ties_like_argmax():
     for label, expected in ((0, True), (1, False)):  # argmax picks class 0 of a tie
         assert acc.top_k_correct(np.array([label]), tied, 1)[0] == expected
     assert acc.top_k_correct(np.array([1]), tied, 2)[0]
-    with pytest.raises(Exception, match="top3 on a model with 3 classes is always 1"):
+    with pytest.raises(DatasetError, match="top3 on a model with 3 classes is always 1"):
         acc.resolve("top3")(y, p)
 
 
@@ -84,7 +86,7 @@ def test_auc_equals_the_pair_count():
         2 / 3,  # class 2: 0.4 beats 0.2 and 0.25, loses to 0.7
     ]
     assert acc.auc(y, p) == pytest.approx(np.mean(per_class))
-    with pytest.raises(Exception, match="AUC needs both classes"):
+    with pytest.raises(DatasetError, match="AUC needs both classes"):
         acc.binary_auc(np.ones(3, bool), np.arange(3.0))
 
 
@@ -142,60 +144,117 @@ def test_new_arguments_parse():
     assert (budget.method, budget.confidence) == ("mcnemar", 0.95)  # a method implies a 95 % interval
 
 
-# ---- load: closed-loop streams -----------------------------------------------------------
-class SleepyRunner:
-    """A runner whose every request takes ``seconds`` without holding the GIL (like a native runtime)."""
+# ---- latency under concurrency: closed-loop streams, on a fake clock ------------------------------
+class FakeClock:
+    """A fake :class:`~pytest_tfopt.measure.concurrency.Clock`: virtual ns, one timeline per thread.
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.calls = 0
+    Only ``sleep`` advances a thread's time, so every stream runs as if alone on its own core (a
+    runtime that releases the GIL); what a measurement reports follows from the runners' seeded
+    service times, not from how the threads were scheduled.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def perf_counter_ns(self) -> int:
+        return getattr(self._local, "now", 0)
+
+    def sleep(self, secs: float) -> None:
+        self._local.now = self.perf_counter_ns() + round(secs * 1e9)
+        time.sleep(0)  # let the other threads run
+
+
+class FakeRunner:
+    """A runner whose every request takes a seeded ``low``-``high`` ms of ``clock``'s time."""
+
+    def __init__(self, clock: FakeClock, seed: int, low: float = 1, high: float = 3) -> None:
+        self.clock, self.rng, self.low_ns, self.high_ns = clock, np.random.default_rng(seed), low * 1e6, high * 1e6
+        self.durations: list[int] = []  # ns, one per call (warm-up included), in order
+
+    def _serve(self) -> None:
+        ns = int(self.rng.integers(self.low_ns, self.high_ns))
+        self.durations.append(ns)
+        self.clock.sleep(ns / 1e9)
 
     def prepare(self, x):
-        def invoke():
-            self.calls += 1
-            time.sleep(self.seconds)
-
-        return invoke
+        return self._serve
 
     def predict(self, x, batch_size=None):
-        time.sleep(self.seconds)
+        self._serve()
         return np.zeros((len(x), 1), np.float32)
 
 
-def test_load_runs_streams_concurrently_and_counts_honestly():
+def back_to_back(runner: FakeRunner, warmup: int) -> list[tuple[int, int]]:
+    """(start, end) ns of the timed requests of a closed-loop stream: each starts when the last one ended."""
+    ends = np.cumsum([0, *runner.durations]).tolist()
+    return [(ends[k], ends[k + 1]) for k in range(warmup, len(runner.durations))]
+
+
+def assert_spans(stats, spans: list[tuple[int, int]]) -> None:
+    """``stats`` summarize exactly these requests (start, end ns), whatever their order."""
+    done = sorted(spans, key=lambda span: span[1])
+    assert stats.requests == len(done)
+    assert stats.latencies_ms == tuple((t1 - t0) / 1e6 for t0, t1 in done)
+    assert stats.latency == LatencyStats.from_ns([t1 - t0 for t0, t1 in done], stats.batch_size)
+    assert stats.wall_s == (done[-1][1] - min(t0 for t0, _ in done)) / 1e9
+    assert stats.throughput == stats.requests * stats.batch_size / stats.wall_s
+
+
+def test_closed_loop_streams_overlap_and_every_request_counts():
     x = np.zeros((2, 3), np.float32)
-    one = load.measure([SleepyRunner(0.004)], x, settings=QUICK)
-    runners = [SleepyRunner(0.004) for _ in range(4)]
-    four = load.measure(runners, x, settings=QUICK, threads=1)
+    single = FakeRunner(FakeClock(), seed=0)
+    one = concurrency.measure([single], x, settings=EXACT, clock=single.clock)
+    clock = FakeClock()
+    runners = [FakeRunner(clock, seed=i) for i in range(4)]
+    four = concurrency.measure(runners, x, settings=EXACT, threads=1, clock=clock)
     assert four.concurrency == 4 and four.threads_per_stream == 1 and four.total_threads == 4
-    assert len(four.per_stream) == 4 and all(n > 0 for n in four.per_stream)
-    assert four.requests == sum(four.per_stream) == len(four.latencies_ms)
-    assert four.throughput == pytest.approx(four.requests * 2 / four.wall_s)
-    assert four.batch_size == 2 and four.mode == "invoke"
-    # four sleeping streams overlap: clearly more than one stream's throughput, latency about the same
-    assert four.throughput > 2.5 * one.throughput
-    assert four.latency.p50_ms == pytest.approx(one.latency.p50_ms, rel=0.5)
-    assert all(r.calls >= QUICK.warmup_runs + n for r, n in zip(runners, four.per_stream, strict=True))
+    assert four.batch_size == 2 and four.mode == "invoke" and four.rate is None
+    assert four.per_stream == (EXACT.max_runs,) * 4
+    assert all(len(r.durations) == EXACT.warmup_runs + EXACT.max_runs for r in runners)  # warm-up is not timed
+    assert_spans(four, [span for r in runners for span in back_to_back(r, EXACT.warmup_runs)])
+    assert_spans(one, back_to_back(single, EXACT.warmup_runs))
+    # four streams overlap: the wall time is about one stream's, so nearly four times the throughput
+    assert four.throughput > 3.5 * one.throughput
     assert "4 streams x 1 thread on" in four.describe() and "samples/s" in four.describe()
-    e2e = load.measure([SleepyRunner(0.002)] * 2, x, mode="end_to_end", settings=QUICK)
-    assert e2e.mode == "end_to_end" and e2e.requests > 0
+    runners = [FakeRunner(clock, seed=i) for i in (7, 8)]
+    e2e = concurrency.measure(runners, x, mode="end_to_end", settings=EXACT, clock=clock)
+    assert e2e.mode == "end_to_end"
+    assert_spans(e2e, [span for r in runners for span in back_to_back(r, EXACT.warmup_runs)])
 
 
-def test_load_threads_split_and_errors_surface():
-    assert load.threads_per_stream(4, 2) == 2 and load.threads_per_stream(2, 4) == 1
+def test_closed_loop_stops_once_min_time_and_min_runs_are_met():
+    clock = FakeClock()
+    settings = LatencySettings(warmup_runs=1, min_time_s=0.05, min_runs=30, max_runs=10**6, max_time_s=10**6)
+    stats = concurrency.measure([FakeRunner(clock, seed=i) for i in range(2)], np.zeros((1, 3)), settings=settings,
+                                clock=clock)
+    assert clock.perf_counter_ns() >= 50_000_000  # the caller's thread waited min_time_s on the clock
+    assert stats.requests == sum(stats.per_stream) >= 30
 
-    class Broken(SleepyRunner):
+
+@pytest.mark.parametrize("fails_at", [0, 3], ids=["in-warm-up", "while-timed"])
+@pytest.mark.parametrize("rate", [None, 100.0], ids=["closed-loop", "open-loop"])
+def test_load_threads_split_and_errors_surface(rate, fails_at):
+    assert concurrency.threads_per_stream(4, 2) == 2 and concurrency.threads_per_stream(2, 4) == 1
+    clock = FakeClock()
+
+    class Broken(FakeRunner):
         def prepare(self, x):
-            raise_after = iter(range(3))
+            calls = iter(range(fails_at))
 
             def invoke():
-                if next(raise_after, None) is None:
+                if next(calls, None) is None:
                     raise RuntimeError("runtime fell over")
 
             return invoke
 
+    runners, x = [Broken(clock, seed=0), FakeRunner(clock, seed=1)], np.zeros((1, 3))
     with pytest.raises(RuntimeError, match="runtime fell over"):
-        load.measure([Broken(0.0), SleepyRunner(0.001)], np.zeros((1, 3)), settings=QUICK)
+        if rate is None:
+            concurrency.measure(runners, x, settings=EXACT, clock=clock)
+        else:
+            concurrency.measure_open_loop(runners, x, rate, settings=EXACT, clock=clock)
+    with pytest.raises(ValueError, match=r"measure\(\) needs at least one runner \(one per stream\)"):
+        concurrency.measure([], x)
 
 
 # ---- core-level budgets on the shipped model, straddling the measured values ------------
@@ -427,19 +486,51 @@ def test_clear(optimized_model):
     result.stdout.fnmatch_lines(["*1 passed, 1 inconclusive*"])
 
 
-# ---- open loop: Poisson arrivals at a rate (MLPerf Server-like) -------------------------------------
-def test_open_loop_counts_queueing_and_more_workers_drain_it():
-    """Service 4 ms: 1 worker handles 400 req/s only with a growing queue; 4 workers keep the tail near 4 ms."""
+# ---- open loop: Poisson arrivals at a rate (MLPerf Server-like), on a fake clock ---------------------
+OPEN = LatencySettings(warmup_runs=1, min_time_s=0.5, min_runs=50, max_time_s=5.0)
+
+
+def poisson_arrivals(rate: float, s: LatencySettings, seed: int = 0) -> list[int]:
+    """The arrival times (ns after the start) the open loop offers: seeded exponential gaps, until its stop rule."""
+    gaps, arrivals, arrival = np.random.default_rng(seed), [], 0
+    while True:
+        arrival += int(gaps.exponential(1e9 / rate))
+        n = len(arrivals)
+        if arrival >= int(s.max_time_s * 1e9) or n >= s.max_runs or (arrival >= int(s.min_time_s * 1e9)
+                                                                      and n >= s.min_runs):
+            return arrivals
+        arrivals.append(arrival)
+
+
+def first_come_first_served(arrivals: list[int], runner: FakeRunner, warmup: int) -> list[tuple[int, int]]:
+    """(arrival, end) ns of each request one worker serves in turn, starting once it is warm."""
+    free_at, spans = sum(runner.durations[:warmup]), []
+    for arrival, service in zip(arrivals, runner.durations[warmup:], strict=True):
+        free_at = max(free_at, arrival) + service
+        spans.append((arrival, free_at))
+    return spans
+
+
+def test_open_loop_counts_queueing_from_the_scheduled_arrival():
+    """Service 3-5 ms: one worker keeps up with 50 requests/s, but at 400/s its queue, and so the latency, grows."""
     x = np.zeros((1, 3), np.float32)
-    settings = LatencySettings(warmup_runs=1, min_time_s=0.5, min_runs=50, max_time_s=5.0)
-    light = load.measure_open_loop([SleepyRunner(0.004)], x, rate=50, settings=settings)
-    assert light.rate == 50 and light.concurrency == 1
-    assert 0.6 * 50 * 0.5 <= light.requests <= 1.6 * 50 * 0.5 + 50  # about rate x time were offered and served
-    assert light.latency.p50_ms < 12  # little queueing at 20 % load
-    one = load.measure_open_loop([SleepyRunner(0.004)], x, rate=400, settings=settings)
-    four = load.measure_open_loop([SleepyRunner(0.004) for _ in range(4)], x, rate=400, settings=settings)
-    assert one.latency.p95_ms > 4 * four.latency.p95_ms  # overload: latency counted from the scheduled arrival
-    assert four.latency.p95_ms < 50 and sum(four.per_stream) == four.requests
+    served = {}
+    for rate in (50, 400):
+        clock = FakeClock()
+        runner = FakeRunner(clock, seed=rate, low=3, high=5)
+        stats = served[rate] = concurrency.measure_open_loop([runner], x, rate=rate, settings=OPEN, clock=clock)
+        arrivals = poisson_arrivals(rate, OPEN)
+        assert stats.rate == rate and stats.concurrency == 1 and len(runner.durations) == OPEN.warmup_runs + len(arrivals)
+        assert_spans(stats, first_come_first_served(arrivals, runner, OPEN.warmup_runs))
+    light, heavy = served[50], served[400]
+    assert light.latency.p50_ms < 5  # rarely a request waits at 20 % load
+    assert heavy.latency.p95_ms > 10 * light.latency.p95_ms  # overload: latency counted from the scheduled arrival
+    clock = FakeClock()
+    runners = [FakeRunner(clock, seed=i, low=3, high=5) for i in range(4)]
+    four = concurrency.measure_open_loop(runners, x, rate=400, settings=OPEN, clock=clock)
+    assert four.requests == sum(four.per_stream) == len(poisson_arrivals(400, OPEN)) == heavy.requests
+    assert sum(map(len, (r.durations for r in runners))) == 4 * OPEN.warmup_runs + four.requests
+    assert min(four.latencies_ms) >= 3  # never shorter than a request's service time
     assert "4 workers serving Poisson arrivals at 400/s" in four.describe()
 
 

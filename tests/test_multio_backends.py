@@ -197,6 +197,34 @@ def test_fcn_runs_at_another_size_than_it_was_calibrated_at(fcn, fcn_wb, backend
     check_close(out["edges"], edges, variant, f"{variant} on {backend}: edges")
 
 
+class ExtraLeadingAxis:
+    """An ``InferenceSession`` stand-in returning output ``name`` with a spurious leading axis of 1."""
+
+    def __init__(self, session, name):
+        self._session, self._name = session, name
+
+    def __getattr__(self, attr):
+        return getattr(self._session, attr)
+
+    def run(self, names, feed):
+        return [out[np.newaxis] if n.split(":")[0] == self._name else out
+                for n, out in zip(names, self._session.run(names, feed), strict=True)]
+
+
+def test_onnxruntime_output_of_the_wrong_rank_is_a_one_line_conversion_error(fcn_wb, monkeypatch):
+    from pytest_tfopt.errors import ConversionError
+
+    runner = runnable(fcn_wb, "fp32", "onnxruntime").runner
+    images = np.random.default_rng(4).random((3, *RUN_HW, 3), dtype=np.float32)
+    assert runner.predict(images)["gray"].shape == (3, *RUN_HW, 1)
+    monkeypatch.setattr(runner, "_session", ExtraLeadingAxis(runner._session, "gray"))
+    with pytest.raises(ConversionError) as info:
+        runner.predict(images)
+    message = str(info.value)
+    assert "\n" not in message and "output 'gray'" in message
+    assert f"shape (1, 3, {RUN_HW[0]}, {RUN_HW[1]}, 1)" in message and "declares (3, ?, ?, 1)" in message
+
+
 # ---- a SavedModel whose only signature is "predict" ----------------------------------------------
 @pytest.fixture(scope="module")
 def predict_savedmodel(multitask, tmp_path_factory):

@@ -38,6 +38,8 @@ from pytest_tfopt.backends.tensorrt import (
     optimization_profile,
     outside_profile,
 )
+from pytest_tfopt.backends.tensorrt import export as trt_export
+from pytest_tfopt.backends.tensorrt import machine as trt_machine
 from pytest_tfopt.errors import ConversionError, DatasetError
 from pytest_tfopt.signature import Signature, TensorInfo
 
@@ -179,7 +181,7 @@ def test_trt_int8_calibration_feeds_every_input_by_name_once_per_pass(multitask,
         inner.get_next = get_next_recorded
         return inner
 
-    monkeypatch.setattr(trt_backend, "calibration_reader", watched)
+    monkeypatch.setattr(trt_export, "calibration_reader", watched)  # where int8_calibration_reader looks it up
     settings: dict[str, str] = {}
     content = trt_backend.qdq_int8(onnx_backend.to_onnx(multitask.source, OPSET), calibration, settings)
     assert fed and all(sorted(batch) == ["features", "ids"] for batch in fed)
@@ -353,11 +355,11 @@ def test_ort_route_runner_feeds_and_returns_by_name(multitask, fcn, graphs):
 
 def fake_gpu_machine(monkeypatch):
     """This machine as one with a GPU and onnxruntime-gpu's TensorRT EP (the ORT route builds no engine)."""
-    monkeypatch.setattr(trt_backend, "probe_gpu", lambda: (Gpu("NVIDIA L4", "8.9"), ""))
-    monkeypatch.setattr(trt_backend, "_has_module", lambda name: name != "tensorrt")
-    monkeypatch.setattr(trt_backend, "has_cuda_python", lambda: False)
-    monkeypatch.setattr(trt_backend, "ort_has_tensorrt_ep", lambda: True)
-    monkeypatch.setattr(trt_backend, "tensorrt_version", lambda: "10.13.0")
+    monkeypatch.setattr(trt_machine, "probe_gpu", lambda: (Gpu("NVIDIA L4", "8.9"), ""))
+    monkeypatch.setattr(trt_machine, "has_module", lambda name: name != "tensorrt")
+    monkeypatch.setattr(trt_machine, "has_cuda_python", lambda: False)
+    monkeypatch.setattr(trt_machine, "ort_has_tensorrt_ep", lambda: True)
+    monkeypatch.setattr(trt_machine, "tensorrt_version", lambda: "10.13.0")
 
 
 def test_ort_route_artifact_carries_the_profile_and_loading_needs_the_ep(fcn, monkeypatch, tmp_path):

@@ -14,10 +14,10 @@ pytest.importorskip("nncf")
 @pytest.mark.parametrize(("flags", "expected"), [(["avx2"], "enable"), (["avx2", "avx512_vnni"], "first_layer"),
                                                  (["avx_vnni"], "first_layer")])
 def test_default_follows_vnni(monkeypatch, flags, expected):
-    import pytest_tfopt.baseline as baseline
+    import pytest_tfopt.hardware as hardware
 
     monkeypatch.delenv(ov_backend.OVERFLOW_FIX_ENV, raising=False)
-    monkeypatch.setattr(baseline, "hardware", lambda: {"cpu_flags": flags})
+    monkeypatch.setattr(hardware, "hardware", lambda: {"cpu_flags": flags})
     assert ov_backend.overflow_fix() == expected
 
 

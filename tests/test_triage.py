@@ -115,12 +115,12 @@ def test_triage_ranks_the_digits_cnn_layers(bench):
 
 def test_stock_debugger_fails_on_the_xnnpack_refused_graph():
     """The premise: tf.lite.experimental.QuantizationDebugger's own interpreter uses XNNPACK."""
-    from pytest_tfopt.variants.ptq import _configure
+    from pytest_tfopt.variants.ptq import configure
 
     tf = tfenv.tensorflow()
     model, x = _difference_model()
     converter = load_model(model).converter()
-    _configure("int8", converter, Dataset(x))
+    configure("int8", converter, Dataset(x))
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=lambda: ([x[i : i + 1]] for i in range(len(x)))
     )

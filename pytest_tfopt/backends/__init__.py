@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import UsageError
+from ..entry_points import load_entry_points
+from ..errors import BackendUnavailable, UsageError
 
 
 class Runner:
@@ -69,12 +70,19 @@ class Backend:
         """
         reason = self.unsupported_reason(variant, params)
         if reason:
-            from ..errors import BackendUnavailable
-
             raise BackendUnavailable(reason)
 
     def build(self, source: Any, recipe: Any, calibration: Any, params: dict[str, Any]) -> Any:
-        """Build the artifact of ``recipe`` for ``source``."""
+        """Build the artifact of ``recipe`` for ``source``: refuse a variant this backend cannot build, check
+        that the calibration data fits the model, then :meth:`convert`. Backends override :meth:`convert`."""
+        self.refuse_unsupported(recipe.name, params)
+        if calibration is not None:
+            source.check_inputs(calibration.x, "calibration data")
+        return self.convert(source, recipe, calibration, params)
+
+    def convert(self, source: Any, recipe: Any, calibration: Any, params: dict[str, Any]) -> Any:
+        """This backend's conversion of ``source`` at ``recipe``'s precision (default: the recipe's own build,
+        the TFLite converter). ``calibration`` (or ``None``) already fits the model's inputs."""
         return recipe.build(source, calibration, params)
 
     def load(self, artifact: Any, threads: int) -> Runner:
@@ -147,7 +155,5 @@ def default_registry() -> BackendRegistry:
     registry = BackendRegistry()
     for name, target in BUILTINS.items():
         registry.register(name, _builtin(target))
-    from ..variants import load_entry_points
-
     load_entry_points(registry, ENTRY_POINT_GROUP)
     return registry

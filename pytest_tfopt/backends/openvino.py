@@ -51,7 +51,8 @@ import numpy as np
 from .. import tfenv
 from ..artifact import Artifact
 from ..dataset import Dataset
-from ..errors import BackendUnavailable, ConversionError, DatasetError
+from ..errors import BackendUnavailable, ConversionError, DatasetError, UsageError
+from ..hardware import cpu_has_vnni
 from ..models import SourceModel
 from ..signature import Batch, Signature, TensorInfo, dtype_name, run_in_batches
 from . import Backend, Runner, tflite_only_reason
@@ -195,9 +196,6 @@ def overflow_fix() -> str:
     8-bit multiply-adds saturate (the cause ``onnxruntime``'s ``reduce_range`` handles too); NNCF's own
     default ``first_layer`` where VNNI exists. ``$TFOPT_OPENVINO_OVERFLOW_FIX`` (first_layer|enable|disable)
     overrides."""
-    from ..errors import UsageError
-    from .onnx import cpu_has_vnni
-
     raw = os.environ.get(OVERFLOW_FIX_ENV, "").strip().lower()
     if raw:
         if raw not in OVERFLOW_FIX_MODES:
@@ -408,11 +406,8 @@ class OpenVINOBackend(Backend):
                 )
         return None
 
-    def build(self, source: SourceModel, recipe: Any, calibration: Any, params: dict[str, Any]) -> Artifact:
+    def convert(self, source: SourceModel, recipe: Any, calibration: Any, params: dict[str, Any]) -> Artifact:
         precision = recipe.name
-        self.refuse_unsupported(precision, params)
-        if calibration is not None:
-            source.check_inputs(calibration.x, "calibration data")
         model, settings = to_openvino(source)
         hint = HINTS[precision]
         weights = "int8 weights, FakeQuantize on activations" if precision == "int8" else "f32 weights"

@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import tfenv
 from ..artifact import Artifact
-from ..errors import BackendUnavailable, ConversionError
+from ..errors import BackendUnavailable, ConversionError, first_line
 from ..models import DEFAULT_SIGNATURE, SourceModel
 from ..signature import Signature, TensorInfo, dtype_name, run_in_batches
 from . import Backend, Runner
@@ -42,16 +42,6 @@ DEFAULT_BATCH = 64
 WARM_UP_FREE_AXIS = 8  # size of a free (None) axis in the XLA warm-up compile
 PRECISIONS = ("fp32", "bf16")
 BF16_POLICY = "mixed_bfloat16"
-BF16_DESCRIPTION = (
-    "bfloat16 compute (Keras mixed_bfloat16 policy: bf16 math and activations, float32 weights "
-    "and outputs); runs on backends tf and xla"
-)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
 # ---- bf16 ---------------------------------------------------------------------------------
 def bf16_model(source: SourceModel, backend: str) -> Any:
     """``source``'s Keras model rebuilt with every layer under the ``mixed_bfloat16`` policy (same weights)."""
@@ -79,28 +69,13 @@ def bf16_model(source: SourceModel, backend: str) -> Any:
         rebuilt = keras_module.models.clone_model(source.model, clone_function=clone)
     except Exception as exc:  # custom layers fail to clone in many ways
         raise ConversionError(
-            f"could not rebuild {source.name} under the {BF16_POLICY} policy ({_first_line(exc)}): "
+            f"could not rebuild {source.name} under the {BF16_POLICY} policy ({first_line(exc)}): "
             "bf16 needs layers that round-trip through get_config()/from_config()"
         ) from None
     finally:
         mp.set_global_policy(before)
     rebuilt.set_weights(source.model.get_weights())
     return rebuilt
-
-
-def _bf16_on_tflite(source: SourceModel, calibration: Any, params: dict[str, Any]) -> Artifact:
-    """``bf16``'s converter recipe: the TFLite converter has no bfloat16 target, so refuse with the reason."""
-    raise BackendUnavailable(
-        "variant 'bf16' is not available on backend 'tflite': the TFLite converter and LiteRT have no bfloat16 "
-        "kernels; run bf16 with --tfopt-backend=tf or xla"
-    )
-
-
-def register_variants(registry: Any) -> None:
-    """Register the ``bf16`` precision (realized by the ``tf`` and ``xla`` backends)."""
-    from ..variants import Recipe
-
-    registry.register(Recipe("bf16", _bf16_on_tflite, BF16_DESCRIPTION))
 
 
 # ---- SavedModel export ------------------------------------------------------------------------
@@ -151,7 +126,7 @@ def export_saved_model(source: SourceModel, precision: str, directory: str, back
     except Exception as exc:
         raise ConversionError(
             f"could not export {source.name} ({precision}) as a SavedModel for backend {backend!r}: "
-            f"{_first_line(exc)}"
+            f"{first_line(exc)}"
         ) from None
     return settings
 
@@ -165,7 +140,7 @@ def _resave_saved_model(source: SourceModel, directory: str, backend: str) -> No
     except Exception as exc:
         raise ConversionError(
             f"could not re-save {source.name} with its {source.signature_key!r} signature as serving_default for "
-            f"backend {backend!r}: {_first_line(exc)} (export it with that signature as serving_default)"
+            f"backend {backend!r}: {first_line(exc)} (export it with that signature as serving_default)"
         ) from None
 
 
@@ -269,8 +244,7 @@ class TFBackend(Backend):
             f"(fp32, bf16); use tflite, onnxruntime or openvino for {variant}"
         )
 
-    def build(self, source: SourceModel, recipe: Any, calibration: Any, params: dict[str, Any]) -> Artifact:
-        self.refuse_unsupported(recipe.name, params)
+    def convert(self, source: SourceModel, recipe: Any, calibration: Any, params: dict[str, Any]) -> Artifact:
         with tempfile.TemporaryDirectory(prefix="tfopt-export-") as tmp:
             directory = f"{tmp}/saved_model"
             settings = export_saved_model(source, recipe.name, directory, self.name)
@@ -300,7 +274,7 @@ class XLABackend(TFBackend):
                 raise
             runner.close()
             raise BackendUnavailable(
-                f"backend 'xla' cannot compile {artifact.variant}: {_first_line(exc)} "
+                f"backend 'xla' cannot compile {artifact.variant}: {first_line(exc)} "
                 "(run it on backend tf instead)"
             ) from None
         return runner

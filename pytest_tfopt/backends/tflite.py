@@ -17,74 +17,12 @@ from typing import Any
 import numpy as np
 
 from ..artifact import Artifact
-from ..errors import DatasetError
-from ..signature import Signature, TensorInfo, n_samples, run_in_batches
+from ..errors import DatasetError, first_line
+from ..litert import inspect_tflite, interpreter_class, io_details, tensor_info  # noqa: F401 - inspect_tflite: public here too
+from ..signature import Signature, n_samples, run_in_batches
 from . import Backend, Runner
 
 DEFAULT_BATCH = 64
-
-
-def _interpreter_cls() -> Any:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    return Interpreter, OpResolverType
-
-
-def inspect_tflite(content: bytes, signature: str = "serving_default") -> tuple[Signature, str]:
-    """The named inputs/outputs of a ``.tflite`` flatbuffer and the signature key used (raises if it is not one)."""
-    if len(content) < 8 or content[4:8] != b"TFL3":
-        raise ValueError("not a TFLite flatbuffer (no TFL3 identifier)")
-    Interpreter, resolver = _interpreter_cls()
-    interp = Interpreter(
-        model_content=content,
-        experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    key, ins, outs = _io_details(interp, signature)
-    return Signature(tuple(_info(n, d) for n, d in ins.items()), tuple(_info(n, d) for n, d in outs.items())), key
-
-
-def _info(name: str, detail: dict[str, Any]) -> TensorInfo:
-    sig = detail.get("shape_signature", detail["shape"])
-    dtype = np.dtype(detail["dtype"])
-    if not np.issubdtype(dtype, np.floating) and detail.get("quantization", (0.0, 0))[0]:
-        dtype = np.dtype(np.float32)  # a quantized int8/int16 tensor: callers see floats
-    return TensorInfo(name, tuple(None if d < 0 else int(d) for d in sig[1:]), dtype.name)
-
-
-def _io_details(interp: Any, signature: str) -> tuple[str, dict[str, dict], dict[str, dict]]:
-    """(signature key, input name → tensor detail, output name → detail), names sorted.
-
-    A flatbuffer with signatures is read through ``signature`` (or its only one); one without
-    (old converters) names tensors by their graph names.
-    """
-    from ..errors import ModelLoadError
-
-    signatures = interp.get_signature_list()
-    if signatures:
-        key = signature if signature in signatures else (next(iter(signatures)) if len(signatures) == 1 else None)
-        if key is None:
-            raise ModelLoadError(f"the .tflite file has no {signature!r} signature (it has: "
-                                 f"{', '.join(sorted(signatures))}): set ini tfopt_signature to one of them")
-        runner = interp.get_signature_runner(key)
-        ins, outs = runner.get_input_details(), runner.get_output_details()
-        by_index = {int(d["index"]): d for d in interp.get_tensor_details()}
-        full_in = {int(d["index"]): d for d in interp.get_input_details()}
-        full_out = {int(d["index"]): d for d in interp.get_output_details()}
-        ins = {n: full_in.get(int(d["index"]), by_index.get(int(d["index"]), d)) for n, d in ins.items()}
-        outs = {n: full_out.get(int(d["index"]), by_index.get(int(d["index"]), d)) for n, d in outs.items()}
-        return key, dict(sorted(ins.items())), dict(sorted(outs.items()))
-    ins = {_graph_name(d["name"]): d for d in interp.get_input_details()}
-    outs = {_graph_name(d["name"]): d for d in interp.get_output_details()}
-    if len(ins) == 1:
-        ins = {"input": next(iter(ins.values()))}
-    if len(outs) == 1:
-        outs = {"output_0": next(iter(outs.values()))}
-    return "", dict(sorted(ins.items())), dict(sorted(outs.items()))
-
-
-def _graph_name(name: str) -> str:
-    name = name.split(":")[0]
-    return name[len("serving_default_"):] if name.startswith("serving_default_") else name
 
 
 @functools.lru_cache(maxsize=1)
@@ -110,16 +48,16 @@ class TFLiteRunner(Runner):
         self.name = name
         self.info: dict[str, Any] = {"threads": threads, "runtime": _runtime()}
         self._interp = self._make()
-        self._key, ins, outs = _io_details(self._interp, signature)
+        self._key, ins, outs = io_details(self._interp, signature)
         self._in_index = {n: int(d["index"]) for n, d in ins.items()}
         self._out_index = {n: int(d["index"]) for n, d in outs.items()}
-        self.signature = Signature(tuple(_info(n, d) for n, d in ins.items()), tuple(_info(n, d) for n, d in outs.items()))
+        self.signature = Signature(tuple(tensor_info(n, d) for n, d in ins.items()), tuple(tensor_info(n, d) for n, d in outs.items()))
         self.input_shape = self.signature.inputs[0].shape  # the first input's, for callers of one-input models
         self._resizable = True
         self._refresh()
 
     def _make(self) -> Any:
-        Interpreter, resolver = _interpreter_cls()
+        Interpreter, resolver = interpreter_class()
         try:
             interp = Interpreter(model_content=self.content, num_threads=self.threads)
             interp.allocate_tensors()
@@ -128,7 +66,7 @@ class TFLiteRunner(Runner):
         except (RuntimeError, ValueError) as exc:
             if "XNNPACK" not in str(exc) and "delegate" not in str(exc).lower():
                 raise
-            reason = str(exc).strip().splitlines()[0][:160]
+            reason = first_line(exc, 160)
         interp = Interpreter(
             model_content=self.content,
             num_threads=self.threads,
@@ -266,7 +204,7 @@ class TFLiteBackend(Backend):
 
     def unavailable_reason(self) -> str | None:
         try:
-            _interpreter_cls()
+            interpreter_class()
         except ImportError:
             return "backend 'tflite' needs the LiteRT interpreter: pip install ai-edge-litert"
         return None

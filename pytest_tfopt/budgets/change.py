@@ -3,31 +3,35 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..baseline import metric_value, split_output
+from .. import metrics
+from ..baseline import metric_value
 from ..errors import UsageError
+from ..metrics import split_output
 from ..runnable import RunnableModel
 from .arguments import show
 from .verdict import Verdict, about, about_row
 
-CHANGE_METRICS = {
-    # name: (higher is better, unit and format, how to measure)
-    "accuracy": (True, ("", ".4f"), lambda m: m.evaluate()),
-    "size": (False, (" B", ".0f"), lambda m: float(m.size_bytes)),
-    "gzip_size": (False, (" B", ".0f"), lambda m: float(m.gzip_size_bytes)),
-    "latency_p50": (False, (" ms", ".3f"), lambda m: m.latency(1).p50_ms),
-    "latency_p95": (False, (" ms", ".3f"), lambda m: m.latency(1).p95_ms),
+#: how each metric of :data:`pytest_tfopt.metrics.METRICS` is measured on a runnable model
+MEASURE: dict[str, Callable[[RunnableModel], float]] = {
+    "accuracy": lambda m: m.evaluate(),
+    "size": lambda m: float(m.size_bytes),
+    "gzip_size": lambda m: float(m.gzip_size_bytes),
+    "latency_p50": lambda m: m.latency(1).p50_ms,
+    "latency_p95": lambda m: m.latency(1).p95_ms,
 }
+#: name: (higher is better, (unit, format), how to measure): a view of the metrics table
+CHANGE_METRICS = {m.name: (m.higher_is_better, (m.unit, m.message_format), MEASURE[m.name]) for m in metrics.METRICS}
 #: metrics that may name one output of a model with several: ``accuracy[risk] = "-0.01"``
-PER_OUTPUT = ("accuracy",)
+PER_OUTPUT = tuple(m.name for m in metrics.METRICS if m.per_output)
 
 
 def is_change_metric(metric: str) -> bool:
     """Whether ``metric`` is a change metric (``accuracy[<output>]`` included)."""
-    base, output = split_output(metric)
-    return base in CHANGE_METRICS and (output is None or base in PER_OUTPUT)
+    return metrics.is_metric(metric)
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class ChangeBudget:
         base, output = split_output(self.metric)
         if output is not None:
             return float(model.evaluate(output=output))
-        return float(CHANGE_METRICS[base][2](model))
+        return float(MEASURE[base](model))
 
     def check(self, model: RunnableModel, baseline_value: float, value: float | None = None) -> Verdict:
         """The verdict on ``model`` (measured unless ``value`` is given) against ``baseline_value``."""
@@ -68,7 +72,8 @@ class ChangeBudget:
 
     def judge(self, who: str, baseline_value: float, value: float) -> Verdict:
         """The verdict on ``value`` against ``baseline_value``, both in the metric's units."""
-        higher, (unit, fmt), _ = CHANGE_METRICS[split_output(self.metric)[0]]
+        metric = metrics.get(self.metric)
+        higher, unit, fmt = metric.higher_is_better, metric.unit, metric.message_format
         worse = baseline_value - value if higher else value - baseline_value
         amount = worse / abs(baseline_value) if self.relative and baseline_value else worse
         passed = amount <= self.allowed + 1e-12
@@ -85,9 +90,9 @@ class ChangeBudget:
 def parse_change(metric: str, spec: Any) -> ChangeBudget:
     """A :class:`ChangeBudget` from ``"+10%"``, ``"-0.005"``, ``"+0%"``; usage errors say how to write it."""
     if not is_change_metric(metric):
-        raise UsageError(f"unknown change metric {show(metric)}: use one of {', '.join(CHANGE_METRICS)} "
+        raise UsageError(f"unknown change metric {show(metric)}: use one of {', '.join(metrics.NAMES)} "
                          "(accuracy[<output>] for one output of a model with several)")
-    higher = CHANGE_METRICS[split_output(metric)[0]][0]
+    higher = metrics.get(metric).higher_is_better
     worse_sign = "-" if higher else "+"
     example = f"{metric} = \"{worse_sign}{'0.005' if higher else '10%'}\""
     if isinstance(spec, int) and not isinstance(spec, bool) and spec.bit_length() > 64:

@@ -1,28 +1,51 @@
-"""Judging, in the core: which budgets apply to a result, and their verdicts on a model.
+"""Judging, in the core: which budgets apply to a result, and their verdicts — for every front end.
 
-Front ends (the pytest plugin) gather what a test states — marker budgets, the budgets file's entries, the
-baseline row — and hand them here; nothing in this module knows pytest. :func:`select` decides which
-budgets apply (markers override the file's budget of the same meaning, change thresholds meet their
-baseline value or say why they cannot), :func:`judge` checks them on a runnable model under a perf mode.
+:class:`Gate` is the one judge of a run. The pytest plugin hands it what a test states (its budget markers)
+and gets the verdicts and failure text for a runnable model (:meth:`Gate.judge`); ``tfopt compare`` hands it
+two saved rows (:meth:`Gate.judge_rows`). Both select through the same budgets file, baseline rows and
+hardware rule. Nothing in this module knows pytest. :func:`select` decides which budgets apply (markers
+override the file's budget of the same meaning, change thresholds meet their baseline value or say why they
+cannot), :func:`judge` checks them on a runnable model under a perf mode.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from .. import baseline
+from .. import baseline, metrics
 from ..errors import TfoptError
-from .verdict import Verdict
+from ..triage import failure_note
+from .rows import check_row
+from .verdict import RECORDED_NOTE, Verdict
 
 #: marker aliases: the same budget under another name (overrides, reports and budgets files treat them as one)
 ALIASES = {"min_accuracy_drop": "max_accuracy_drop"}
 #: timing budgets: --tfopt-perf=off skips them, record reports them without enforcing
 PERF_MARKERS = ("max_latency_ms", "min_throughput", "min_speedup")
 PERF_MODES = ("enforce", "record", "off")
+#: what a budget measures: ``quality`` (accuracy, fidelity, outputs), ``footprint`` (size, memory, weights),
+#: ``perf`` (timings), ``change`` (a metric against the baseline)
+KINDS = ("quality", "footprint", "perf", "change")
+#: how undecided (INCONCLUSIVE) verdicts count: shown as such, failures, or passes
+INCONCLUSIVE_POLICIES = ("warn", "fail", "pass")
+
+
+class Budget(Protocol):
+    """What the judge needs of a budget: its marker name, its kind (one of :data:`KINDS`) and a check.
+
+    ``check(model, reference)`` measures ``model`` (and ``reference`` where the budget compares) and returns
+    a :class:`Verdict`; budgets answerable from saved numbers also have ``check_row(row)``.
+    """
+
+    marker: str
+    kind: str
+
+    def check(self, model: Any, reference: Any) -> Verdict: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +54,7 @@ class NotCompared:
 
     change: Any
     why: str
+    kind = "change"
 
     @property
     def marker(self) -> str:
@@ -61,8 +85,7 @@ def select(marked: dict[str, list[Any]], from_file: dict[str, Any], changes: dic
     values += [b for budgets in marked.values() for b in budgets]
     checks = []
     for metric, change in changes.items():
-        comparable = base_row is not None and (
-            same_hardware or baseline.split_output(metric)[0] in baseline.HARDWARE_INDEPENDENT)
+        comparable = base_row is not None and (same_hardware or not metrics.hardware_dependent(metric))
         was = baseline.metric_value(base_row, metric) if comparable else None
         if have_baseline and comparable and was is None:
             values.append(NotCompared(change, "the baseline row has no value for it (measured after the baseline "
@@ -75,17 +98,20 @@ def select(marked: dict[str, list[Any]], from_file: dict[str, Any], changes: dic
 
 
 def is_perf(budget: Any) -> bool:
-    """Whether ``budget`` is a timing budget (latency, throughput, speed-up, or a latency change threshold)."""
-    metric = getattr(budget, "metric", "")  # a callable or None for accuracy budgets
-    return getattr(budget, "marker", "") in PERF_MARKERS or (isinstance(metric, str) and metric.startswith("latency"))
+    """Whether ``budget`` is a timing budget: of kind ``perf``, or a change threshold on a timing metric."""
+    kind = getattr(budget, "kind", None)
+    if kind == "change":
+        metric = getattr(budget, "metric", "")
+        return metrics.is_metric(metric) and metrics.hardware_dependent(metric)
+    return kind == "perf"
 
 
 def recorded(verdict: Verdict) -> Verdict:
-    """Under ``perf="record"`` a broken timing verdict is reported, not enforced."""
-    if verdict.passed is not False or not (verdict.budget in PERF_MARKERS or verdict.budget.startswith("latency")):
+    """``verdict`` of a timing budget under ``perf="record"``: a broken one is reported, not enforced."""
+    if verdict.passed is not False:
         return verdict
     return dataclasses.replace(verdict, passed=True, recorded=True,
-                               message=verdict.message + " (recorded, not enforced: --tfopt-perf=record)")
+                               message=verdict.message + RECORDED_NOTE)
 
 
 def judge(model: Any, values: list[Any], changes: list[tuple[Any, float | None]], perf: str,
@@ -99,14 +125,109 @@ def judge(model: Any, values: list[Any], changes: list[tuple[Any, float | None]]
     if perf == "off":
         values = [b for b in values if not is_perf(b)]
         changes = [(c, was) for c, was in changes if not is_perf(c)]
-    verdicts = [budget.check(model, reference_for(budget)) for budget in values]
+    judged = [(budget, budget.check(model, reference_for(budget))) for budget in values]
     for change, was in changes:
         value = change.measure(model)
         if was is not None:
-            verdicts.append(change.check(model, was, value))
+            judged.append((change, change.check(model, was, value)))
     if perf == "record":
-        verdicts = [recorded(v) for v in verdicts]
-    return verdicts
+        return [recorded(v) if is_perf(b) else v for b, v in judged]
+    return [v for _, v in judged]
+
+
+def reference_for(budget: Any, bench: Any, model: Any, reference: Any) -> Any:
+    """fp32 on the same backend (``reference``), or the variant a budget names (``min_speedup(reference="int8")``)."""
+    name = getattr(budget, "reference_variant", "fp32")
+    backend = getattr(budget, "reference_backend", model.backend)
+    return reference if (name, backend) == ("fp32", model.backend) else bench.runnable(name, backend)
+
+
+@dataclasses.dataclass(frozen=True)
+class Judgement:
+    """What the gate said about one model: its verdicts, the reference it was compared with, and the
+    failure text (each broken verdict's message, then the triage or the kept artifact; empty when it passed)."""
+
+    verdicts: list[Verdict]
+    reference: Any
+    failures: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclasses.dataclass
+class Gate:
+    """The judge of a run: the budgets file, the baseline and the modes every result is judged under.
+
+    ``baseline_rows``: row key (test, variant, backend) → the baseline's row (``None``: no baseline);
+    ``same_hardware``: whether timing change thresholds may compare with it; ``perf``: one of
+    :data:`PERF_MODES`; ``inconclusive``: one of :data:`INCONCLUSIVE_POLICIES`; ``canonical``: a variant
+    written in the budgets file → its canonical id.
+    """
+
+    budgets_file: Any = None
+    baseline_rows: dict[tuple[str, str, str], dict[str, Any]] | None = None
+    same_hardware: bool = True
+    perf: str = "enforce"
+    inconclusive: str = "warn"
+    canonical: Callable[[str], str] | None = None
+
+    def select(self, test: str, variant: str, backend: str,
+               marked: dict[str, list[Any]] | None = None) -> tuple[list[Any], list[tuple[Any, float | None]]]:
+        """The value budgets and change thresholds that apply to one result (see :func:`select`)."""
+        from_file, changes = self._from_file(test, variant, backend)
+        base = None if self.baseline_rows is None else self.baseline_rows.get((test, variant, backend))
+        return select(marked or {}, from_file, changes, base, self.baseline_rows is not None, self.same_hardware)
+
+    def _from_file(self, test: str, variant: str, backend: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self.budgets_file is None:
+            return {}, {}
+        return self.budgets_file.select(test, variant, backend, self.canonical)
+
+    def judge(self, test: str, model: Any, bench: Any, marked: dict[str, list[Any]] | None = None) -> Judgement:
+        """Every budget of ``test`` on runnable ``model`` (built by workbench ``bench``), with the failure text.
+
+        ``marked``: marker name → the budgets the test's own markers state. Accuracy is measured for the
+        reports when the data has labels; a broken accuracy budget of a full-integer TFLite variant gets
+        the quantization triage in its failure text.
+        """
+        reference = bench.reference(model.backend)
+        model.begin_test(test)
+        values, changes = self.select(test, model.variant, model.backend, marked)
+        verdicts = judge(model, values, changes, self.perf,
+                         functools.partial(reference_for, bench=bench, model=model, reference=reference))
+        measure_accuracy(model, reference)
+        broken = self.broken(verdicts)
+        if broken:  # before the row is recorded: the triage lands in the model's measurements
+            broken.append(failure_note(bench, model, verdicts) or f"kept artifact: {model.path}")
+        return Judgement(verdicts, reference, broken)
+
+    def broken(self, verdicts: list[Verdict]) -> list[str]:
+        """The messages of the verdicts that fail the test under the inconclusive policy."""
+        broken = [v.message for v in verdicts if v.passed is False]
+        if self.inconclusive == "fail":  # a gate that must decide: undecided is not green
+            broken += [f"{v.message} (--tfopt-inconclusive=fail)" for v in verdicts if v.passed is None]
+        return broken
+
+    def judge_rows(self, test: str, variant: str, backend: str, head: dict[str, Any],
+                   base: dict[str, Any] | None) -> tuple[list[Verdict], list[str]]:
+        """The budgets file's verdicts on saved row ``head`` against ``base`` (``tfopt compare``), and why any
+        budget could not be judged from the rows (sentences; timing thresholds across hardware, missing values)."""
+        values, changes = self._from_file(test, variant, backend)
+        verdicts: list[Verdict] = []
+        skipped: list[str] = []
+        for budget in values.values():
+            outcome = check_row(budget, head)
+            (skipped if isinstance(outcome, str) else verdicts).append(outcome)
+        for metric, change in changes.items() if base is not None else ():
+            if metrics.hardware_dependent(metric) and not self.same_hardware:
+                skipped.append(f"{metric} change thresholds skipped: BASE and HEAD ran on different hardware "
+                               "(--ignore-hardware applies them)")
+                continue
+            outcome = change.check_row(base, head)
+            (skipped if isinstance(outcome, str) else verdicts).append(outcome)
+        return verdicts, skipped
 
 
 def measure_accuracy(model: Any, reference: Any) -> None:

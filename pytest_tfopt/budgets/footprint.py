@@ -6,7 +6,7 @@ Sizes are KB = 1024 bytes; memory is MiB.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..runnable import RunnableModel
 from .verdict import Verdict, about, about_row
@@ -18,6 +18,7 @@ class MaxSize:
 
     limit_kb: float
     marker: str = "max_size_kb"
+    kind: ClassVar[str] = "footprint"
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
         return self.judge(about(model), model.size_bytes / 1024, reference.size_bytes / 1024)
@@ -47,6 +48,7 @@ class MinCompression:
     ratio: float
     compressed: bool = False
     marker: str = "min_compression_ratio"
+    kind: ClassVar[str] = "footprint"
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
         if self.compressed:
@@ -87,6 +89,7 @@ class MaxMemory:
 
     limit_mb: float
     marker: str = "max_memory_mb"
+    kind: ClassVar[str] = "footprint"
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
         stats = model.memory()
@@ -119,6 +122,7 @@ class MinSparsity:
 
     limit: float
     marker: str = "min_sparsity"
+    kind: ClassVar[str] = "footprint"
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
         per_layer = _stage_stats(model, "sparsity")
@@ -141,6 +145,7 @@ class MaxUniqueWeights:
 
     limit: int
     marker: str = "max_unique_weights"
+    kind: ClassVar[str] = "footprint"
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
         per_layer = _stage_stats(model, "unique_weights")

@@ -8,9 +8,9 @@ Latencies are ms, throughput samples/s.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from ..measure.latency import LatencyStats
+from ..measure.latency import LatencyStats, interleaved
 from ..runnable import RunnableModel, load_key
 from .verdict import Verdict, about, about_row, op, word
 
@@ -38,6 +38,7 @@ class MaxLatency:
     percentile: int = 50
     batch_size: int = 1
     marker: str = "max_latency_ms"
+    kind: ClassVar[str] = "perf"
     mode: str = "invoke"
     concurrency: int = 1
     preprocess: Any = None
@@ -127,6 +128,7 @@ class MinThroughput:
     limit: float
     batch_size: int = 1
     marker: str = "min_throughput"
+    kind: ClassVar[str] = "perf"
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
         stats = model.latency(self.batch_size)
@@ -153,10 +155,9 @@ class MinSpeedup:
     reference_variant: str = "fp32"
     batch_size: int = 1
     marker: str = "min_speedup"
+    kind: ClassVar[str] = "perf"
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
-        from ..measure.latency import interleaved
-
         x = model._latency_input(self.batch_size)
         s = interleaved(model.runner.prepare(x), reference.runner.prepare(x))
         model.measurements[f"speedup_vs_{reference.variant}"] = s.ratio

@@ -6,7 +6,7 @@ Accuracy drops are in the metric's units (fractions for top-1: 0.01 = 1 point).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -33,6 +33,7 @@ class AccuracyDrop:
     relative: bool = False
     metric: Any = None
     marker: str = "max_accuracy_drop"
+    kind: ClassVar[str] = "quality"
     confidence: float | None = None
     method: str = "bootstrap"
     higher_is_better: bool | None = None
@@ -163,6 +164,7 @@ class MinFidelity:
     limit: float
     metric: str = "top1_agreement"
     marker: str = "min_fidelity"
+    kind: ClassVar[str] = "quality"
     output: str | None = None
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
@@ -198,6 +200,7 @@ class MaxOutputDiff:
     rtol: float = 0.0
     reference_backend: str = "tf"
     marker: str = "max_output_diff"
+    kind: ClassVar[str] = "quality"
     output: str | None = None
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:

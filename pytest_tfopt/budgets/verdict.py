@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+#: what the message of a broken timing verdict reported, not enforced, ends with (--tfopt-perf=record)
+RECORDED_NOTE = " (recorded, not enforced: --tfopt-perf=record)"
+
 
 @dataclass(frozen=True)
 class Verdict:

@@ -1,7 +1,7 @@
 """The ``tfopt`` command line: optimize, bench, compare and report without pytest.
 
 A thin layer over the core (:class:`~pytest_tfopt.workbench.Workbench`, :mod:`~pytest_tfopt.baseline`,
-:mod:`~pytest_tfopt.budgets_file`, :mod:`~pytest_tfopt.budgets`, :mod:`~pytest_tfopt.report`); it never
+:mod:`~pytest_tfopt.budgets.file`, :mod:`~pytest_tfopt.budgets`, :mod:`~pytest_tfopt.report`); it never
 imports pytest, and imports the core only when a command runs.
 
 Exit codes: 0 success, 1 a failure (a broken threshold, a conversion that failed, a backend
@@ -11,7 +11,7 @@ atomically, so a failed run leaves none behind.
 
 Modules: :mod:`.parser` (options and help), :mod:`.console` (output streams, exit codes),
 :mod:`.files` (inputs checked, outputs written atomically), :mod:`.core` (reaching the workbench),
-:mod:`.table`, and one module per command: :mod:`.optimize`, :mod:`.bench`, :mod:`.compare`,
+and one module per command: :mod:`.optimize`, :mod:`.bench`, :mod:`.compare`,
 :mod:`.report`.
 """
 
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import TfoptError, UsageError
+from ..errors import TfoptError, UsageError, first_line
 from .bench import BENCH_TEST, DEFAULT_BENCH_VARIANTS, DEFAULT_BENCH_VARIANTS_NO_DATA, cmd_bench
 from .compare import cmd_compare
 from .console import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, Console, Progress, native_output_hidden
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI promises one line, not a traceback
         if args.verbose:
             raise
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        first = first_line(exc, limit=300, empty="")
         return _fail(f"unexpected {type(exc).__name__}: {first} (rerun with --verbose for the traceback)",
                      EXIT_FAILED)
 

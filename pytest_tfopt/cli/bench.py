@@ -8,11 +8,12 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from .. import metrics
 from ..errors import TfoptError, UsageError
+from ..report.table import fmt, table
 from .console import EXIT_FAILED, EXIT_OK, Console, Progress
 from .core import configure_tf, needs_data, split, workbench
 from .files import check_writable, existing, write_atomic
-from .table import fmt, table
 
 BENCH_TEST = "tfopt-bench"
 DEFAULT_BENCH_VARIANTS = "fp32,dynamic,float16,int8"
@@ -154,15 +155,16 @@ def _scored_outputs(model: Any, metric: str) -> list[tuple[str | None, str]]:
 
 
 def _bench_table(rows: list[dict[str, Any]], labelled: bool, latency: bool) -> list[str]:
-    from ..report.common import scaled
     from ..report.terminal import accuracy_cells
 
+    sizes = [metrics.BY_NAME[name] for name in ("size", "gzip_size")]
+    latencies = [metrics.BY_NAME[name] for name in ("latency_p50", "latency_p95")]
     header = ["variant", "backend"]
     if labelled:
-        header += ["accuracy", "drop"]
-    header += ["size KB", "gzip KB", "ratio"]
+        header += [metrics.BY_NAME["accuracy"].label, "drop"]
+    header += [*(m.label for m in sizes), "ratio"]
     if latency:
-        header += ["p50 ms", "p95 ms"]
+        header += [m.label for m in latencies]
     header += ["build s"]
     body = []
     for r in rows:
@@ -170,10 +172,10 @@ def _bench_table(rows: list[dict[str, Any]], labelled: bool, latency: bool) -> l
         if labelled:
             cells += list(accuracy_cells(r))
         ratio = r.get("compression_ratio")
-        cells += [fmt(scaled(k, r[k]), ".1f") for k in ("size_bytes", "gzip_size_bytes")]
+        cells += [fmt(m.column_value(r[m.row_key]), m.column_format) for m in sizes]
         cells += ["-" if ratio is None else f"{ratio:.2f}x"]
         if latency:
-            cells += [fmt(r.get("latency_b1_p50_ms"), ".3f"), fmt(r.get("latency_b1_p95_ms"), ".3f")]
+            cells += [fmt(r.get(m.row_key), m.column_format) for m in latencies]
         cells += [f"{r['build_seconds']:.1f}" if r.get("built") else "cached"]
         body.append(cells)
     right = [False, False, *([True] * (len(header) - 2))]

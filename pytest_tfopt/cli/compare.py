@@ -1,8 +1,8 @@
 """``tfopt compare``: two results documents row by row; with a budgets file, gate HEAD against BASE.
 
-The verdicts come from the budgets themselves, judged on the rows' saved numbers
-(:func:`pytest_tfopt.budgets.check_row`, ``ChangeBudget.check_row``); the table's columns are
-the reports' (:data:`pytest_tfopt.report.common.COLUMNS`).
+The verdicts come from the core's gate (:meth:`pytest_tfopt.budgets.evaluate.Gate.judge_rows`, the judge
+the plugin uses), on the rows' saved numbers; the table's columns are the reports'
+(:data:`pytest_tfopt.report.common.COLUMNS`).
 """
 
 from __future__ import annotations
@@ -10,18 +10,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .. import metrics
+from ..report.table import table
 from .console import EXIT_FAILED, EXIT_OK, Console
 from .files import load_budgets, load_results
-from .table import table
-
-#: change metrics whose thresholds hold only between BASE and HEAD measured on the same hardware
-_LATENCY_METRICS = ("latency_p50", "latency_p95")
-#: columns whose change reads in points, not also as a percentage
-_POINT_KEYS = ("accuracy",)
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from .. import baseline
+    from ..budgets.evaluate import Gate
     from ..report.common import COLUMNS
 
     base_doc = load_results(args.base, "BASE")
@@ -37,6 +34,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         console.note(f"BASE and HEAD were measured on different hardware ({cpu(base_doc)} vs {cpu(head_doc)}): "
                      "latency changes say little")
 
+    gate = Gate(budgets, base_rows, same_hw or args.ignore_hardware)
     header = ["status", "test", "variant", "backend", *(c[0] for c in COLUMNS)]
     body = []
     broken: list[tuple[tuple[str, str, str], str]] = []
@@ -46,10 +44,9 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         base, head = base_rows.get(key), head_rows.get(key)
         verdicts: list[Any] = []
         if budgets is not None and head is not None:
-            values, changes = budgets.select(*key)
-            verdicts += _value_verdicts(head, values, skipped)
-            if base is not None:
-                verdicts += _change_verdicts(base, head, changes, same_hw or args.ignore_hardware, skipped)
+            verdicts, why = gate.judge_rows(*key, head, base)
+            for reason in why:
+                skipped[reason] = skipped.get(reason, 0) + 1
         checked += len(verdicts)
         failed = [v for v in verdicts if not v.passed]
         broken += [(key, v.message) for v in failed]
@@ -89,43 +86,9 @@ def _compare_cell(key: str, fmt: str, higher: bool, head: dict[str, Any] | None,
     diff = change[0]
     if format(abs(diff), fmt) == format(0, fmt):
         return f"{text} (=)"
-    rel = f" {diff / old:+.1%}" if key not in _POINT_KEYS and old else ""
+    rel = f" {diff / old:+.1%}" if metrics.BY_ROW_KEY[key].relative_change and old else ""
     return f"{text} ({diff:+{fmt}}{rel})"
 
 
 def _short_test(test: str) -> str:
     return test.split("::")[-1]
-
-
-def _skip(skipped: dict[str, int], why: str) -> None:
-    skipped[why] = skipped.get(why, 0) + 1
-
-
-def _value_verdicts(row: dict[str, Any], values: dict[str, Any], skipped: dict[str, int]) -> list[Any]:
-    """The value budgets that the row's own numbers answer; others are noted as skipped."""
-    from ..budgets import check_row
-
-    out = []
-    for budget in values.values():
-        outcome = check_row(budget, row)
-        if isinstance(outcome, str):
-            _skip(skipped, outcome)
-        else:
-            out.append(outcome)
-    return out
-
-
-def _change_verdicts(base: dict[str, Any], head: dict[str, Any], changes: dict[str, Any], latency_ok: bool,
-                     skipped: dict[str, int]) -> list[Any]:
-    out = []
-    for metric, change in changes.items():
-        if metric in _LATENCY_METRICS and not latency_ok:
-            _skip(skipped, f"{metric} change thresholds skipped: BASE and HEAD ran on different hardware "
-                           "(--ignore-hardware applies them)")
-            continue
-        outcome = change.check_row(base, head)
-        if isinstance(outcome, str):
-            _skip(skipped, outcome)
-        else:
-            out.append(outcome)
-    return out

@@ -5,12 +5,11 @@ Every problem with an input file is a :class:`UsageError` naming the file and th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from typing import Any
 
+from .. import files as core_files
 from ..errors import TfoptError, UsageError
 from ..outputs import check_writable  # noqa: F401  (re-exported: the CLI commands use it)
 
@@ -23,30 +22,14 @@ def existing(path: str, what: str, option: str) -> str:
 
 
 def write_atomic(path: str, data: bytes, option: str = "-o") -> str:
-    """Write ``data`` to ``path`` through a temp file in the same directory and ``os.replace``."""
+    """Write ``data`` to ``path`` atomically (:func:`pytest_tfopt.files.write_atomic`, mode as ``open()`` gives),
+    making its directory; returns the absolute path. A failure is a :class:`TfoptError` naming ``option``."""
     path = os.path.abspath(path)
-    parent = os.path.dirname(path)
     try:
-        os.makedirs(parent, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-tfopt-", suffix=os.path.basename(path))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return core_files.write_atomic(path, data)
     except OSError as exc:
         raise TfoptError(f"cannot write {path!r} ({exc.strerror or exc}): choose a writable {option} path") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode open() would
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise TfoptError(f"cannot write {path!r} ({exc.strerror or exc}): choose a writable {option} path") from None
-        raise
-    return path
 
 
 def load_results(path: str, option: str) -> dict[str, Any]:
@@ -72,8 +55,8 @@ def load_results(path: str, option: str) -> dict[str, Any]:
 
 
 def load_budgets(path: str) -> Any:
-    """The :class:`~pytest_tfopt.budgets_file.BudgetsFile` at ``path`` (--budgets), with at least one entry."""
-    from .. import budgets_file
+    """The :class:`~pytest_tfopt.budgets.file.BudgetsFile` at ``path`` (--budgets), with at least one entry."""
+    from ..budgets import file as budgets_file
 
     existing(path, "budgets file", "--budgets")
     try:

@@ -8,6 +8,7 @@ import shutil
 import textwrap
 from typing import Any
 
+from .. import metrics
 from ..security import user_cache_dir
 from .bench import BENCH_TEST, DEFAULT_BENCH_VARIANTS, DEFAULT_BENCH_VARIANTS_NO_DATA, cmd_bench
 from .compare import cmd_compare
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "--tfopt-save-baseline or --tfopt-report x.json) row by row, keyed by (test, variant, "
                     "backend): a table of HEAD values with their change from BASE. Rows only in one file are "
                     "listed as added/removed. With --budgets, the change thresholds of matching entries "
-                    "(accuracy, size, gzip_size, latency_p50, latency_p95) are applied to HEAD vs BASE, and "
+                    f"({', '.join(metrics.NAMES)}) are applied to HEAD vs BASE, and "
                     "the value budgets that the rows alone can answer (max_size_kb, min_compression_ratio, "
                     "max_accuracy_drop, max_latency_ms) to HEAD; others are skipped with a note. Exits 1 "
                     "when any is broken.",

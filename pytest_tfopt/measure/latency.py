@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from .stats import quantile_ranks, samples_for_upper_bound
 
 PERCENTILES = (50, 90, 95, 99)
 BOOTSTRAP = 200
@@ -102,15 +103,11 @@ class LatencyStats:
 
     def runs_needed(self, p: float) -> int:
         """Timed runs that bound the p-th percentile from above at 97.5 % one-sided (0 when ``n`` already does)."""
-        from .stats import samples_for_upper_bound
-
         need = samples_for_upper_bound(p / 100)
         return need if self.n < need else 0
 
     @classmethod
     def from_ns(cls, samples_ns: list[int], batch_size: int) -> LatencyStats:
-        from .stats import quantile_ranks
-
         ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
         p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
         ordered = np.sort(ms)

@@ -8,6 +8,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from ..errors import DatasetError
+
 BOOTSTRAP_SEED = 0
 
 
@@ -18,8 +20,6 @@ def paired_bootstrap(n: int, statistic: Callable[[np.ndarray], float], confidenc
     A resample on which the statistic is undefined (it returns NaN, e.g. an AUC drawn without one of the
     classes) is left out; when every one is, this raises a :class:`DatasetError`.
     """
-    from ..errors import DatasetError
-
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     values = np.array([statistic(rng.integers(0, n, n)) for _ in range(resamples)], dtype=np.float64)
     values = values[~np.isnan(values)]

@@ -2,7 +2,7 @@
 
 ``.json`` (everything, the results schema), ``.md`` (GitHub-flavoured), ``.html``
 (self-contained, inline SVG plots), ``.benchmark.json`` (pytest-benchmark format for
-existing dashboards). Every file is written atomically.
+existing dashboards). Every file is written atomically (:func:`pytest_tfopt.files.write_atomic`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from ..errors import UsageError
+from ..files import write_atomic
 
 FORMATS = (".benchmark.json", ".json", ".md", ".html")
 
@@ -44,9 +45,7 @@ def render(path: str, doc: dict[str, Any], baseline: dict[str, Any] | None = Non
 
 
 def write(path: str, doc: dict[str, Any], baseline: dict[str, Any] | None = None) -> None:
-    """Write the report for ``path`` atomically."""
-    from ..cache import _atomic_write
-
+    """Write the report for ``path`` atomically (its directory made; the mode ``open()`` would give)."""
     text = render(path, doc, baseline)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    _atomic_write(path, text.encode("utf-8"))
+    write_atomic(path, text.encode("utf-8"))

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import metrics
 from ..baseline import row_key
 
-COLUMNS = (  # (title, row key, format, higher is better)
-    ("accuracy", "accuracy", ".4f", True),
-    ("size KB", "size_bytes", ".1f", False),
-    ("gzip KB", "gzip_size_bytes", ".1f", False),
-    ("p50 ms", "latency_b1_p50_ms", ".3f", False),
-    ("p95 ms", "latency_b1_p95_ms", ".3f", False),
-)
-KB_KEYS = ("size_bytes", "gzip_size_bytes")
+#: (title, row key, format, higher is better) of each metric column: a view of :data:`pytest_tfopt.metrics.METRICS`
+COLUMNS = tuple((m.label, m.row_key, m.column_format, m.higher_is_better) for m in metrics.METRICS)
 
 
 #: pytest's outcomes as rows carry them, in the order counts are shown
@@ -48,7 +43,9 @@ def baseline_rows(baseline: dict[str, Any] | None) -> dict[tuple[str, str, str],
 
 
 def scaled(key: str, value: Any) -> Any:
-    return None if value is None else (value / 1024 if key in KB_KEYS else value)
+    """Row field ``key``'s ``value`` in its report column's unit (bytes as KB); fields of no column as they are."""
+    metric = metrics.BY_ROW_KEY.get(key)
+    return value if metric is None else metric.column_value(value)
 
 
 def delta(key: str, higher: bool, value: Any, base: dict[str, Any] | None) -> tuple[float, bool] | None:

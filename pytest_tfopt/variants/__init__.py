@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..entry_points import load_entry_points
 from ..errors import UsageError
 
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.S)
@@ -227,30 +228,13 @@ class VariantRegistry:
 ENTRY_POINT_GROUP = "pytest_tfopt.variants"
 
 
-def load_entry_points(registry: Any, group: str) -> None:
-    """Call ``register(registry)`` of every installed package's entry point in ``group``."""
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=group):
-        try:
-            register = ep.load()
-            register(registry)
-        except Exception as exc:  # a broken third-party package must not break every run
-            raise UsageError(
-                f"entry point {ep.name!r} ({ep.value}) in group {group!r} failed: {type(exc).__name__}: {exc}; "
-                "fix or uninstall that package"
-            ) from None
-
-
 def default_registry() -> VariantRegistry:
     """A registry holding the built-in recipes and those of installed packages (entry points)."""
-    from . import collab, distill, graphopt, lowrank, ptq, selective, tfmot_recipes
+    from . import bf16, collab, distill, graphopt, lowrank, ptq, selective, tfmot_recipes
 
     registry = VariantRegistry()
     ptq.register(registry)
-    from ..backends.tf import register_variants as register_tf_variants
-
-    register_tf_variants(registry)  # bf16, realized by the tf and xla backends
+    bf16.register(registry)  # realized by the tf and xla backends
     selective.register(registry)  # int8 with max_drop, replacing ptq's plain int8
     tfmot_recipes.register(registry)
     lowrank.register(registry)

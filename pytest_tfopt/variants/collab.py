@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import tfenv
 from ..dataset import Dataset
-from ..errors import ConversionError, UsageError
+from ..errors import ConversionError, UsageError, first_line
 from . import Recipe, VariantRegistry
 from .tfmot_recipes import _clustered, _pruned, annotate_for_qat
 from .training import Log, fine_tune, positive_float, positive_int, require_training_data
@@ -109,7 +109,7 @@ def _preserving_qat(model: Any, train: Dataset, scheme: Any, stage: str, params:
         annotated = annotate_for_qat(model, qk)
         qat = qk.quantize_apply(annotated, scheme)
     except (ValueError, RuntimeError, TypeError) as exc:
-        raise ConversionError(f"tfmot cannot quantize {model.name} for {stage}: {str(exc).splitlines()[0][:200]}") from None
+        raise ConversionError(f"tfmot cannot quantize {model.name} for {stage}: {first_line(exc)}") from None
     log(f"{stage}: {type(scheme).__name__} quantization-aware fine-tuning")
     fine_tune(qat, train, stage=f"{stage} qat", epochs=params["qat_epochs"], batch_size=params["batch_size"],
               learning_rate=params["learning_rate"], log=log)
@@ -167,7 +167,7 @@ def _pcqat(model: Any, train: Dataset, params: dict[str, Any], log: Log) -> tupl
                                      cluster_centroids_init=ck.CentroidInitialization.KMEANS_PLUS_PLUS,
                                      preserve_sparsity=True)
     except ValueError as exc:
-        raise ConversionError(f"tfmot cannot cluster {model.name} for pcqat: {str(exc).splitlines()[0][:200]}") from None
+        raise ConversionError(f"tfmot cannot cluster {model.name} for pcqat: {first_line(exc)}") from None
     if wrapped is None:
         raise ConversionError(f"tfmot could not cluster {model.name} for pcqat (cluster_weights returned None)")
     log(f"pcqat: sparsity-preserving clustering, {params['clusters']} clusters on {', '.join(touched)}")

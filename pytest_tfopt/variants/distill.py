@@ -34,18 +34,17 @@ hidden in code the builder calls is not seen (run with ``--tfopt-rebuild`` then)
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .. import tfenv
 from ..dataset import Dataset
-from ..errors import ConversionError, DatasetError, UsageError
+from ..errors import ConversionError, DatasetError, UsageError, first_line
 from . import Recipe, VariantRegistry
-from .training import SEED, Log, positive_float, positive_int, require_training_data
+from .training import SEED, Log, deterministic, positive_float, positive_int, require_training_data
 
 _TINY = 1e-30  # floor before log(): probabilities that underflowed to 0
 
@@ -169,23 +168,6 @@ def _as_logits(out: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(out.astype(np.float64), _TINY)).astype(np.float32)
 
 
-@contextlib.contextmanager
-def _deterministic() -> Iterator[None]:
-    """Seeded, op determinism on; left as found (like ``training.fine_tune``)."""
-    tf = tfenv.tensorflow()
-    import tf_keras
-    from tensorflow.python.framework import config as tf_config
-
-    was = tf_config.is_op_determinism_enabled()
-    tf_keras.utils.set_random_seed(SEED)
-    tf.config.experimental.enable_op_determinism()
-    try:
-        yield
-    finally:
-        if not was:
-            tf_config.disable_op_determinism()
-
-
 def _labels(train: Dataset, num_classes: int) -> np.ndarray:
     y = np.asarray(train.y)
     if y.ndim == 2 and y.shape[1] == num_classes:
@@ -233,7 +215,7 @@ def _distill(teacher: Any, train: Dataset, params: dict[str, Any], log: Log,
     name, temperature, alpha = params["student"], float(params["temperature"]), float(params["alpha"])
     x = np.asarray(train.x, dtype=np.float32)
     input_shape = tuple(x.shape[1:])
-    with _deterministic():
+    with deterministic():
         teacher.trainable = False
         teacher_out = np.asarray(teacher.predict(x, batch_size=256, verbose=0))
         if teacher_out.ndim != 2 or teacher_out.shape[1] < 2:
@@ -250,8 +232,8 @@ def _distill(teacher: Any, train: Dataset, params: dict[str, Any], log: Log,
         try:
             probe = np.asarray(student(x[:8], training=False))
         except Exception as exc:  # the builder ignored input_shape, or a layer rejects it
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise ConversionError(f"student {name!r} cannot take the teacher's input {input_shape}: {first}") from None
+            raise ConversionError(
+                f"student {name!r} cannot take the teacher's input {input_shape}: {first_line(exc)}") from None
         if probe.shape[1:] != teacher_out.shape[1:]:
             raise ConversionError(
                 f"student {name!r} outputs shape {(None, *probe.shape[1:])} but the teacher {teacher.name} outputs "

@@ -19,7 +19,7 @@ from ..models import SourceModel
 from . import Recipe, VariantRegistry
 
 
-def _configure(variant: str, converter: Any, calibration: Dataset | None,
+def configure(variant: str, converter: Any, calibration: Dataset | None,
                params: dict[str, Any] | None = None, signature: Any = None) -> dict[str, str]:
     """Set ``converter`` up for ``variant``; return the settings as strings (for metadata)."""
     tf = tfenv.tensorflow()
@@ -61,7 +61,7 @@ def _build(variant: str) -> Any:
         if calibration is not None:
             source.check_inputs(calibration.x, "calibration data")
         converter = source.converter()
-        settings = _configure(variant, converter, calibration, params, source.signature)
+        settings = configure(variant, converter, calibration, params, source.signature)
         try:
             content = converter.convert()
         except (DatasetError, KeyboardInterrupt):

@@ -29,13 +29,14 @@ import numpy as np
 
 from .. import tfenv
 from ..artifact import Artifact
+from ..backends.tflite import TFLiteRunner
 from ..dataset import Dataset
-from ..errors import ConversionError, UsageError
+from ..errors import ConversionError, UsageError, first_line
+from ..measure.accuracy import top1
 from ..models import SourceModel
 from . import Recipe, VariantRegistry
+from .debugger import DEBUG_SAMPLES, debug_inputs, open_debugger, quiet, rank_layers
 from .ptq import DESCRIPTIONS, _build, validate_calibration_size
-
-DEBUG_SAMPLES = 50
 
 
 def register(registry: VariantRegistry) -> None:
@@ -91,8 +92,6 @@ class _Judge:
     """Top-1 drop of a candidate against fp32 on the calibration samples (``.tflite`` on LiteRT)."""
 
     def __init__(self, source: SourceModel, data: Dataset) -> None:
-        from ..measure.accuracy import top1
-
         self.data = data
         self._top1 = top1
         reference = _predict(source.converter().convert(), data.x)
@@ -120,8 +119,6 @@ class _Candidate:
 
 
 def _search(source: SourceModel, calibration: Dataset, max_drop: float, plain: Artifact) -> Artifact:
-    from ..triage import debug_inputs, open_debugger, quiet
-
     tf = tfenv.tensorflow()
     judge = _Judge(source, calibration)
     rounds: list[dict[str, Any]] = []
@@ -155,7 +152,7 @@ def _search(source: SourceModel, calibration: Dataset, max_drop: float, plain: A
                 debugger = open_debugger(source, calibration, debug_inputs(source, calibration, DEBUG_SAMPLES))
                 met, reason, ranking = _denylist_rounds(debugger, source, base_settings, record, tf)
         except Exception as exc:  # the debugger failed: plain int8 and dynamic range remain
-            reason = f"QuantizationDebugger unavailable ({type(exc).__name__}: {_first(exc)})"
+            reason = f"QuantizationDebugger unavailable ({type(exc).__name__}: {first_line(exc, 160, empty='')})"
     if not met:
         dynamic = _build("dynamic")(source, None, {})
         record(
@@ -199,8 +196,6 @@ def _denylist_rounds(
 ) -> tuple[bool, str | None, list[Any]]:
     """Float one more layer per round: the worst of the current ranking, re-ranked after each round
     (a broken layer hides the error of the layers after it). Returns (met, why it stopped, first ranking)."""
-    from ..triage import rank_layers
-
     first: list[Any] = []
     floats: list[Any] = []
     while True:
@@ -216,7 +211,7 @@ def _denylist_rounds(
             debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes)
         except ValueError as exc:
             # every quantized op denylisted: "Please check if the quantized model is in debug mode"
-            return False, f"with {len(nodes)} layers float nothing is left to quantize ({_first(exc)})", first
+            return False, f"with {len(nodes)} layers float nothing is left to quantize ({first_line(exc, 160, empty='')})", first
         settings = {**base_settings, "denylisted_nodes": repr(nodes)}
         if record(debugger.get_nondebug_quantized_model(), settings, tuple(floats)):
             return True, None, first
@@ -238,8 +233,6 @@ def _converter_text(best: _Candidate) -> str:
 
 
 def _predict(content: bytes, x: np.ndarray) -> np.ndarray:
-    from ..backends.tflite import TFLiteRunner
-
     return TFLiteRunner(content, threads=tfenv.default_threads()).predict(np.asarray(x))
 
 
@@ -249,7 +242,3 @@ def _classes(pred: np.ndarray) -> np.ndarray:
         return (pred.reshape(len(pred)) > 0.5).astype(np.int64)
     return pred.argmax(axis=-1)
 
-
-def _first(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return (lines[0] if lines else "")[:160]

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import tfenv
 from ..dataset import Dataset
-from ..errors import ConversionError, UsageError
+from ..errors import ConversionError, UsageError, first_line
 from . import Recipe, VariantRegistry
 from .training import (
     Log,
@@ -81,7 +81,7 @@ def _pruned(model: Any, train: Dataset, params: dict[str, Any], log: Log) -> tup
     try:
         wrapped = sk.prune_low_magnitude(model, pruning_schedule=schedule, **kwargs)
     except ValueError as exc:
-        raise ConversionError(f"tfmot cannot prune {model.name}: {str(exc).splitlines()[0][:200]}") from None
+        raise ConversionError(f"tfmot cannot prune {model.name}: {first_line(exc)}") from None
     touched = _wrapped_kernel_layers(wrapped, model, "PruneLowMagnitude")
     if not touched:
         raise ConversionError(
@@ -139,7 +139,7 @@ def _qat(model: Any, train: Dataset, params: dict[str, Any], log: Log) -> tuple[
     try:
         annotated = _quantize_model(model, mot.quantization.keras)
     except (ValueError, RuntimeError) as exc:
-        raise ConversionError(f"tfmot cannot quantize {model.name}: {str(exc).splitlines()[0][:200]}") from None
+        raise ConversionError(f"tfmot cannot quantize {model.name}: {first_line(exc)}") from None
     log("qat: quantization-aware fine-tuning")
     fine_tune(annotated, train, stage="qat", epochs=params["epochs"], batch_size=params["batch_size"],
               learning_rate=params["learning_rate"], log=log)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from .. import tfenv
 from ..dataset import Dataset
-from ..errors import DatasetError, ModelLoadError, UsageError
+from ..errors import DatasetError, ModelLoadError, UsageError, first_line
 from ..keras_io import keras_output_names, keras_outputs
 
 Log = Callable[[str], None]
@@ -34,9 +35,8 @@ def as_tf_keras(model: Any, kind: str, name: str) -> Any:
 
             return rebuild_in_tf_keras(model)
         except Exception as exc:  # deserialization fails in many ways for Keras 3-only layers
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise ModelLoadError(
-                f"{name} is a Keras 3 model that could not be rebuilt in tf_keras for tfmot ({first}): "
+                f"{name} is a Keras 3 model that could not be rebuilt in tf_keras for tfmot ({first_line(exc, 160)}): "
                 "build and save it with tf_keras (Keras 2), or set ini tfopt_keras = legacy and build it with tf.keras"
             ) from None
     raise ModelLoadError(
@@ -121,9 +121,10 @@ class _EpochLog:
         return EpochLog()
 
 
-def fine_tune(model: Any, train: Dataset, *, stage: str, epochs: int, batch_size: int, learning_rate: float,
-              log: Log, callbacks: list[Any] | None = None) -> Any:
-    """Compile and fit ``model`` on ``train``, seeded and with op determinism on."""
+@contextlib.contextmanager
+def deterministic() -> Iterator[None]:
+    """Seeded (:data:`SEED`: Python, NumPy, TensorFlow) and with TensorFlow op determinism on, for training
+    that builds the same variant every time; op determinism is left as it was found (the user's process)."""
     tf = tfenv.tensorflow()
     import tf_keras
     from tensorflow.python.framework import config as tf_config  # the only home of disable/is_enabled
@@ -132,6 +133,18 @@ def fine_tune(model: Any, train: Dataset, *, stage: str, epochs: int, batch_size
     tf_keras.utils.set_random_seed(SEED)
     tf.config.experimental.enable_op_determinism()
     try:
+        yield
+    finally:
+        if not was_deterministic:
+            tf_config.disable_op_determinism()
+
+
+def fine_tune(model: Any, train: Dataset, *, stage: str, epochs: int, batch_size: int, learning_rate: float,
+              log: Log, callbacks: list[Any] | None = None) -> Any:
+    """Compile and fit ``model`` on ``train``, seeded and with op determinism on (:func:`deterministic`)."""
+    with deterministic():  # loads TensorFlow configured (tfenv) before tf_keras imports it
+        import tf_keras
+
         loss, metrics = _loss(model, train)
         model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
         x, y = fit_data(model, train)
@@ -139,9 +152,6 @@ def fine_tune(model: Any, train: Dataset, *, stage: str, epochs: int, batch_size
             x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
             callbacks=[*(callbacks or []), _EpochLog.make(stage, epochs, log)],
         )
-    finally:
-        if not was_deterministic:  # leave the user's process as we found it
-            tf_config.disable_op_determinism()
     return model
 
 

@@ -31,8 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .budgets import CHANGE_METRICS, PARSERS, ChangeBudget, is_change_metric, parse_change, parse_marker
-from .errors import UsageError
+from ..errors import UsageError
+from .change import CHANGE_METRICS, ChangeBudget, is_change_metric, parse_change
+from .markers import PARSERS, parse_marker
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,4 +1,4 @@
-"""Plain-text tables for the terminal."""
+"""Plain-text tables, as the terminal summary and the ``tfopt`` commands print them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from typing import Any
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] | None = None) -> list[str]:
-    """``header`` and ``rows`` as aligned lines (columns flagged in ``right`` right-aligned), trailing spaces cut."""
+    """``header`` and ``rows`` as aligned lines (columns flagged in ``right`` right-aligned), trailing spaces cut.
+
+    Columns are as wide as their widest cell and two spaces apart; every row has one cell per header column.
+    """
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     right = right or [False] * len(header)
 
@@ -20,4 +23,3 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[
 def fmt(value: Any, spec: str) -> str:
     """``value`` formatted with ``spec``; ``-`` when it is None."""
     return "-" if value is None else format(value, spec)
-
