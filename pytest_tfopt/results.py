@@ -44,27 +44,8 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
         "artifact": model.path,
         "verdicts": [verdict_row(v) for v in verdicts],
     }
-    if m.get("memory") is not None:
-        row["memory_peak_mb"] = m["memory"].peak_mb
-        for field in ("activations_mb", "weights_mb"):  # the runtime's own tensor account (TFLite)
-            if getattr(m["memory"], field, None) is not None:
-                row[f"memory_{field}"] = getattr(m["memory"], field)
-    if m.get("quantization_triage") is not None:
-        row["triage"] = m["quantization_triage"].summary()
-    for key, stats in m.items():
-        if key.startswith(("fidelity_", "parity_")):
-            row[key] = stats
-        if key.startswith("latency_b"):
-            for field in ("p50", "p90", "p95", "p99", "mean", "stdev", "min", "max"):
-                row[f"{key}_{field}_ms"] = getattr(stats, f"{field}_ms")
-            row[f"{key}_n"] = stats.n
-        if key.startswith("load_c"):  # latency under load: load_c{streams}_b{batch}[_r{rate}][_e2e]
-            for field in ("p50", "p90", "p95", "p99", "mean", "max"):
-                row[f"{key}_{field}_ms"] = getattr(stats.latency, f"{field}_ms")
-            row.update({f"{key}_throughput": stats.throughput, f"{key}_requests": stats.requests,
-                        f"{key}_wall_s": stats.wall_s, f"{key}_concurrency": stats.concurrency,
-                        f"{key}_threads_per_stream": stats.threads_per_stream, f"{key}_cores": stats.cores,
-                        f"{key}_mode": stats.mode, f"{key}_rate": stats.rate})
+    _memory_fields(row, m)
+    _timing_fields(row, m)
     outputs = model.signature.output_names
     if len(outputs) > 1 or len(model.signature.inputs) > 1:
         row["inputs"] = model.signature.input_names
@@ -77,19 +58,7 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
     if model.runner.info.get("input_shapes"):
         row["input_shapes"] = model.runner.info["input_shapes"]
     if reference is not None:
-        row["reference_size_bytes"] = reference.size_bytes
-        row["reference_gzip_size_bytes"] = reference.gzip_size_bytes
-        row["compression_ratio"] = reference.size_bytes / model.size_bytes
-        ref_acc = reference.measurements.get("accuracy")
-        if ref_acc is not None and row["accuracy"] is not None and reference.measurements.get("metric") == row["metric"]:
-            row["reference_accuracy"] = ref_acc
-            row["accuracy_drop"] = _drop(row["metric"], ref_acc, row["accuracy"])
-        for name in outputs if len(outputs) > 1 else []:
-            key = f"[{name}]"
-            ours, theirs = row.get(f"accuracy{key}"), reference.measurements.get(f"accuracy{key}")
-            if ours is not None and theirs is not None and reference.measurements.get(f"metric{key}") == row[f"metric{key}"]:
-                row[f"reference_accuracy{key}"] = theirs
-                row[f"accuracy_drop{key}"] = _drop(row[f"metric{key}"], theirs, ours)
+        _reference_fields(row, model, reference, outputs)
     return row
 
 
@@ -99,3 +68,50 @@ def _drop(metric: Any, reference: float, value: float) -> float:
         return acc.resolve(metric).drop(reference, value)
     except (TfoptError, TypeError):  # a user's callable known only by name: higher is better, as by default
         return reference - value
+
+
+def _memory_fields(row: dict[str, Any], m: dict[str, Any]) -> None:
+    """Peak memory, the runtime's own tensor account (TFLite), the quantization triage, fidelity and parity."""
+    if m.get("memory") is not None:
+        row["memory_peak_mb"] = m["memory"].peak_mb
+        for field in ("activations_mb", "weights_mb"):
+            if getattr(m["memory"], field, None) is not None:
+                row[f"memory_{field}"] = getattr(m["memory"], field)
+    if m.get("quantization_triage") is not None:
+        row["triage"] = m["quantization_triage"].summary()
+    for key, stats in m.items():
+        if key.startswith(("fidelity_", "parity_")):
+            row[key] = stats
+
+
+def _timing_fields(row: dict[str, Any], m: dict[str, Any]) -> None:
+    """Latency percentiles (``latency_b{batch}[_e2e]``) and latency under load (``load_c{streams}_b{batch}...``)."""
+    for key, stats in m.items():
+        if key.startswith("latency_b"):
+            for field in ("p50", "p90", "p95", "p99", "mean", "stdev", "min", "max"):
+                row[f"{key}_{field}_ms"] = getattr(stats, f"{field}_ms")
+            row[f"{key}_n"] = stats.n
+        if key.startswith("load_c"):  # latency under load: load_c{streams}_b{batch}[_r{rate}][_e2e]
+            for field in ("p50", "p90", "p95", "p99", "mean", "max"):
+                row[f"{key}_{field}_ms"] = getattr(stats.latency, f"{field}_ms")
+            row.update({f"{key}_throughput": stats.throughput, f"{key}_requests": stats.requests,
+                        f"{key}_wall_s": stats.wall_s, f"{key}_concurrency": stats.concurrency,
+                        f"{key}_threads_per_stream": stats.threads_per_stream, f"{key}_cores": stats.cores,
+                        f"{key}_mode": stats.mode, f"{key}_rate": stats.rate})
+
+
+def _reference_fields(row: dict[str, Any], model: RunnableModel, reference: RunnableModel, outputs: list[str]) -> None:
+    """Sizes against fp32, and accuracy drops where both sides used the same metric."""
+    row["reference_size_bytes"] = reference.size_bytes
+    row["reference_gzip_size_bytes"] = reference.gzip_size_bytes
+    row["compression_ratio"] = reference.size_bytes / model.size_bytes
+    ref_acc = reference.measurements.get("accuracy")
+    if ref_acc is not None and row["accuracy"] is not None and reference.measurements.get("metric") == row["metric"]:
+        row["reference_accuracy"] = ref_acc
+        row["accuracy_drop"] = _drop(row["metric"], ref_acc, row["accuracy"])
+    for name in outputs if len(outputs) > 1 else []:
+        key = f"[{name}]"
+        ours, theirs = row.get(f"accuracy{key}"), reference.measurements.get(f"accuracy{key}")
+        if ours is not None and theirs is not None and reference.measurements.get(f"metric{key}") == row[f"metric{key}"]:
+            row[f"reference_accuracy{key}"] = theirs
+            row[f"accuracy_drop{key}"] = _drop(row[f"metric{key}"], theirs, ours)

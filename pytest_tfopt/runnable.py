@@ -28,7 +28,7 @@ class RunnableModel:
 
     def __init__(self, variant: str, backend: str, artifact: Artifact, runner: Runner,
                  eval_dataset: Dataset | None = None, latency_settings: LatencySettings | None = None,
-                 load: Callable[[int], Runner] | None = None) -> None:
+                 open_runner: Callable[[int], Runner] | None = None) -> None:
         self.variant = variant
         self.backend = backend
         self.artifact = artifact
@@ -41,9 +41,9 @@ class RunnableModel:
         self._test: str | None = None
         self._accuracy: dict[tuple[str, str, str], float] = {}
         self._latency: dict[tuple[Any, ...], LatencyStats] = {}
-        self._load_stats: dict[tuple[Any, ...], Any] = {}
+        self._under_load: dict[tuple[Any, ...], Any] = {}
         self._predictions: dict[str, Any] = {}
-        self._load = load
+        self._open_runner = open_runner
 
     def __repr__(self) -> str:
         return f"<RunnableModel {self.variant} on {self.backend}, {self.size_bytes} bytes>"
@@ -220,9 +220,9 @@ class RunnableModel:
         self.measurements[_latency_key(batch_size, mode)] = stats
         return stats
 
-    def load(self, concurrency: int, batch_size: int = 1, mode: str = "invoke", settings: LatencySettings | None = None,
-             preprocess: Callable[[Any], Any] | None = None,
-             postprocess: Callable[[Any], Any] | None = None, rate: float | None = None) -> Any:
+    def under_load(self, concurrency: int, batch_size: int = 1, mode: str = "invoke",
+                   settings: LatencySettings | None = None, preprocess: Callable[[Any], Any] | None = None,
+                   postprocess: Callable[[Any], Any] | None = None, rate: float | None = None) -> Any:
         """Latency and throughput with ``concurrency`` closed-loop streams, each on its own runner.
 
         With ``rate`` (requests/s): open loop instead — Poisson arrivals at that rate served by
@@ -238,23 +238,26 @@ class RunnableModel:
                                  or rate == float("inf")):
             raise UsageError(f"rate={rate!r}: use a finite number of requests per second > 0")
         key = (concurrency, batch_size, mode, preprocess, postprocess, rate)
-        if settings is not None or key not in self._load_stats:
+        if settings is not None or key not in self._under_load:
             threads = threads_per_stream(int(self.runner.info.get("threads", 1)), concurrency)
             runners = [self._new_runner(threads) for _ in range(concurrency)]
             x, s = self._latency_input(batch_size), settings or self.latency_settings
             if rate is None:
-                self._load_stats[key] = measure_closed_loop(runners, x, mode, s, threads, preprocess, postprocess)
+                self._under_load[key] = measure_closed_loop(runners, x, mode, s, threads, preprocess, postprocess)
             else:
-                self._load_stats[key] = measure_open_loop(
+                self._under_load[key] = measure_open_loop(
                     runners, x, float(rate), mode, s, threads, preprocess, postprocess)
-        stats = self._load_stats[key]
+        stats = self._under_load[key]
         self.measurements[load_key(concurrency, batch_size, mode, rate)] = stats
         return stats
 
+    #: the name of :meth:`under_load` before 0.2 (kept so existing tests keep working)
+    load = under_load
+
     def _new_runner(self, threads: int) -> Runner:
         """Another runner of this artifact (for a concurrent stream), with ``threads`` runtime threads."""
-        if self._load is not None:
-            return self._load(threads)
+        if self._open_runner is not None:
+            return self._open_runner(threads)
         return default_registry().get(self.backend).load(self.artifact, threads)
 
     @staticmethod

@@ -90,21 +90,7 @@ class TfoptState:
                               "runtimes oversubscribe them and latencies measure the contention")
         self.ini_variants = split_variants(config.getini("tfopt_variants") or DEFAULT_VARIANTS)
         self.rows: list[dict[str, Any]] = []
-        for path in opt.tfopt_report:  # every output is checked now, not after the last test
-            report.format_of(path)
-            check_writable(path, "--tfopt-report")
-        if opt.tfopt_save_baseline:
-            check_writable(opt.tfopt_save_baseline, "--tfopt-save-baseline")
-        if opt.tfopt_update_baseline and opt.tfopt_baseline:
-            check_writable(opt.tfopt_baseline, "--tfopt-update-baseline: --tfopt-baseline")
-        if opt.tfopt_tensorboard:
-            if os.path.isfile(opt.tfopt_tensorboard):
-                raise UsageError(f"--tfopt-tensorboard {opt.tfopt_tensorboard!r} is a file: give a directory for the runs")
-            check_writable_dir(opt.tfopt_tensorboard, "--tfopt-tensorboard")
-        if opt.tfopt_tensorboard and importlib.util.find_spec("tensorboard") is None:
-            raise UsageError("--tfopt-tensorboard needs TensorBoard: pip install tensorboard (or pytest-tfopt[tensorboard])")
-        if opt.tfopt_update_baseline and not opt.tfopt_baseline:
-            raise UsageError("--tfopt-update-baseline needs --tfopt-baseline PATH (the baseline to ratchet)")
+        _check_outputs(opt)
         self.budgets_file = budgets_file.find(opt.tfopt_budgets, str(config.rootpath))
         self.baseline = baseline.load(opt.tfopt_baseline) if opt.tfopt_baseline else None
         self.baseline_rows = {baseline.row_key(r): r for r in (self.baseline or {}).get("rows", [])}
@@ -273,3 +259,20 @@ class OutputError(Exception):
     """Some outputs could not be written (the others were)."""
 
 
+def _check_outputs(opt: Any) -> None:
+    """Every output path is checked before the first test, not after the last one (usage errors)."""
+    for path in opt.tfopt_report:  # every output is checked now, not after the last test
+        report.format_of(path)
+        check_writable(path, "--tfopt-report")
+    if opt.tfopt_save_baseline:
+        check_writable(opt.tfopt_save_baseline, "--tfopt-save-baseline")
+    if opt.tfopt_update_baseline and opt.tfopt_baseline:
+        check_writable(opt.tfopt_baseline, "--tfopt-update-baseline: --tfopt-baseline")
+    if opt.tfopt_tensorboard:
+        if os.path.isfile(opt.tfopt_tensorboard):
+            raise UsageError(f"--tfopt-tensorboard {opt.tfopt_tensorboard!r} is a file: give a directory for the runs")
+        check_writable_dir(opt.tfopt_tensorboard, "--tfopt-tensorboard")
+    if opt.tfopt_tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise UsageError("--tfopt-tensorboard needs TensorBoard: pip install tensorboard (or pytest-tfopt[tensorboard])")
+    if opt.tfopt_update_baseline and not opt.tfopt_baseline:
+        raise UsageError("--tfopt-update-baseline needs --tfopt-baseline PATH (the baseline to ratchet)")

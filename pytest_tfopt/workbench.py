@@ -27,7 +27,8 @@ from .cache import ArtifactCache, cache_key
 from .dataset import Dataset
 from .errors import BackendUnavailable, DatasetError, ModelLoadError
 from .measure.latency import LatencySettings
-from .models import DEFAULT_SIGNATURE, SourceModel, _from_keras, load_model
+from .models import DEFAULT_SIGNATURE, SourceModel, load_model
+from .models.keras import from_keras
 from .runnable import RunnableModel
 from .security import user_cache_dir
 from .variants import Plan, VariantRegistry
@@ -178,7 +179,7 @@ class Workbench:
             stages.append({"stage": spec.id, **stats})
         if isinstance(model, SourceModel):  # e.g. graphopt hands back a SavedModel
             return model, stages
-        return _from_keras(model, f"{source.name}:{plan.id}", path=None), stages
+        return from_keras(model, f"{source.name}:{plan.id}", path=None), stages
 
     def runnable(self, variant: str, backend: str = "tflite") -> RunnableModel:
         """``variant`` built and loaded on ``backend`` (memoized)."""
@@ -191,7 +192,7 @@ class Workbench:
             if eval_data is not None:
                 self.source.check_inputs(eval_data.x, "evaluation data")
             self._runnables[memo] = RunnableModel(plan.id, backend, artifact, runner, eval_data, self.latency_settings,
-                                                  load=functools.partial(self.backend(backend).load, artifact))
+                                                  open_runner=functools.partial(self.backend(backend).load, artifact))
         return self._runnables[memo]
 
     def reference(self, backend: str = "tflite") -> RunnableModel:

@@ -152,6 +152,32 @@ def test_bench_prints_a_table_and_writes_a_results_document(bench_run):
     assert int8["latency_b1_p95_ms"] >= int8["latency_b1_p50_ms"] > 0
 
 
+class _Backends:
+    """A backend registry whose backends are unavailable for the given reasons (None: available)."""
+
+    def __init__(self, **reasons: str | None) -> None:
+        self.reasons = reasons
+
+    def names(self) -> list[str]:
+        return list(self.reasons)
+
+    def get(self, name: str) -> object:
+        return type("Backend", (), {"unavailable_reason": lambda _: self.reasons[name]})()
+
+
+def test_bench_skips_backends_that_cannot_run_here(capsys):
+    from pytest_tfopt.cli import Console, TfoptError
+    from pytest_tfopt.cli.bench import _runnable_backends
+
+    registry = _Backends(tflite=None, gpu="no GPU here")
+    assert _runnable_backends(registry, ["tflite", "gpu"], Console()) == ["tflite"]
+    assert capsys.readouterr().err == "tfopt: note: skipping backend gpu: no GPU here\n"
+    assert _runnable_backends(registry, ["all"], Console()) == ["tflite"]  # 'all': the available ones, quietly
+    assert capsys.readouterr().err == ""
+    with pytest.raises(TfoptError, match="no backend of gpu can run here: see the notes above, or use --backend"):
+        _runnable_backends(registry, ["gpu"], Console())
+
+
 # ---- compare --------------------------------------------------------------------------------
 def test_compare_a_document_with_itself_passes(bench_run, tmp_path):
     path = bench_run[3]

@@ -89,12 +89,32 @@ def test_regression_targets_with_a_classification_metric_are_a_usage_error(metri
 
 def test_relative_drop_on_too_few_samples_is_inconclusive():
     budget = parse_marker("max_accuracy_drop", (0.01,), {"confidence": 0.95, "relative": True})
-    verdict = budget.judge("int8 on tflite", acc.resolve("top1"), 1.0, 1.0, (0.0, 0.0, ""), samples=1)
-    assert verdict.passed is None and "1 samples cannot resolve a budget" in verdict.message
-    absolute = parse_marker("max_accuracy_drop", (0.01,), {"confidence": 0.95})
-    assert absolute.judge("x", acc.resolve("top1"), 1.0, 1.0, (0.0, 0.0, ""), samples=1).passed is None
-    enough = budget.judge("x", acc.resolve("top1"), 0.9, 0.9, (0.0, 0.0, ""), samples=1000)
+    verdict = budget.judge("int8 on tflite", acc.resolve("top1"), 1.0, 1.0, (0.0, 0.0, ""), samples=1, discordant=0)
+    assert verdict.passed is None and "only 0 of 1 samples are scored differently" in verdict.message
+    assert "evaluate on more data" in verdict.message
+    bootstrap = parse_marker("max_accuracy_drop", (0.01,), {"confidence": 0.95, "method": "bootstrap"})
+    assert bootstrap.judge("x", acc.resolve("top1"), 1.0, 1.0, (0.0, 0.0, ""), samples=1, discordant=0).passed is None
+    enough = budget.judge("x", acc.resolve("top1"), 0.9, 0.9, (0.0, 0.0, ""), samples=1000, discordant=40)
     assert enough.passed is True
+
+
+def test_accuracy_interval_is_three_way_with_the_deciding_sample_size():
+    from pytest_tfopt.measure.stats import tango_interval
+
+    budget = parse_marker("max_accuracy_drop", (0.01,), {"confidence": 0.95})
+    assert budget.method_for(acc.resolve("top1")) == "mcnemar" and budget.method_for(acc.resolve("mae")) == "bootstrap"
+    lost = tango_interval(30, 2, 450)  # 28 more lost than gained: the whole interval is beyond 0.01
+    broken = budget.judge("x", acc.resolve("top1"), 0.9, 0.962, (*lost, ""), samples=450, discordant=32)
+    assert lost[0] > 0.01 and broken.passed is False and f"[{lost[0]:.4f}, {lost[1]:.4f}]" in broken.message
+    assert "(two-sided 95% interval, upper end a one-sided 97.5% bound) > budget 0.01" in broken.message
+    same = tango_interval(3, 3, 450)  # unchanged model, 300 samples are not enough for a 0.01 budget
+    undecided = budget.judge("x", acc.resolve("top1"), 0.9, 0.9, (*same, ""), samples=450, discordant=6)
+    assert undecided.passed is None and "needs about" in undecided.message and "at this discordance" in undecided.message
+    needed = int(undecided.message.split("needs about ")[1].split()[0].replace(",", ""))
+    assert tango_interval(int(3 * needed / 450), int(3 * needed / 450), needed)[1] <= 0.0105  # the advice decides
+    holds = budget.judge("x", acc.resolve("top1"), 0.9, 0.9, (*tango_interval(3, 3, 5000), ""), samples=5000,
+                         discordant=6)
+    assert holds.passed is True
 
 
 def test_bootstrap_leaves_out_resamples_where_the_statistic_is_undefined():

@@ -7,15 +7,37 @@ import pytest
 
 from pytest_tfopt.measure import fidelity
 
+LOSSY_CONFTEST = """
+import numpy as np
 
-def test_accuracy_drop_with_confidence_uses_the_interval_upper_bound(suite):
+from pytest_tfopt.variants import Recipe
+
+
+def _lossy(source, calibration, params):
+    weights = source.model.get_weights()
+    rng = np.random.default_rng(0)
+    source.model.set_weights([w + rng.normal(0, 0.5 * float(np.std(w)) + 1e-3, w.shape) for w in weights])
+    try:
+        return source.converter().convert()
+    finally:
+        source.model.set_weights(weights)
+
+
+def tfopt_register_variants(registry):
+    registry.register(Recipe("lossy", lambda s, c, p: __import__("pytest_tfopt").artifact.Artifact(
+        _lossy(s, c, p), {"variant": "lossy"}), "fp32 with noisy weights: a variant that truly loses accuracy"))
+"""
+
+
+def test_accuracy_drop_with_confidence_is_three_way(suite, pytester):
+    pytester.makeconftest(LOSSY_CONFTEST)
     result = suite(
         """
 import pytest
 
 @pytest.mark.tfopt_variants("int8")
 @pytest.mark.max_accuracy_drop(0.003, confidence=0.95)
-def test_interval_too_wide(optimized_model):
+def test_interval_straddles(optimized_model):
     pass
 
 @pytest.mark.tfopt_variants("int8")
@@ -29,19 +51,31 @@ def test_interval_within(optimized_model):
     pass
 
 @pytest.mark.tfopt_variants("int8")
-@pytest.mark.max_accuracy_drop(0.001, confidence=0.95)
-def test_unresolvable(optimized_model):
+@pytest.mark.max_accuracy_drop(0.03, confidence=0.95, method="bootstrap")
+def test_bootstrap_on_one_lost_sample(optimized_model):
     pass
-"""
+
+@pytest.mark.tfopt_variants("lossy")
+@pytest.mark.max_accuracy_drop(0.05, confidence=0.95)
+def test_truly_lossy(optimized_model):
+    pass
+""", "-rA",
     )
-    # the point estimate (0.0022) is within 0.003, but the 95 % interval's upper bound is not
-    result.assert_outcomes(passed=2, failed=2)
+    # the point estimate (0.0022) is within 0.003; Tango's 95 % interval straddles it: undecided, not broken
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["max_accuracy_drop(0.05, confidence=0.95) broken: lossy on tflite: top1 * vs fp32 "
+                                 "0.9733, drop * (two-sided 95% interval, upper end a one-sided 97.5% bound) > budget "
+                                 "0.05"])
     result.stdout.fnmatch_lines([
-        "max_accuracy_drop(0.003, confidence=0.95) broken: int8 on tflite: top1 0.9711 vs fp32 0.9733, "
-        "drop 0.0022 [[]0.0000, 0.0067[]] at 95% > budget 0.003",
+        "INCONCLUSIVE *test_interval_straddles*: max_accuracy_drop(0.003, confidence=0.95) inconclusive: int8 on "
+        "tflite: top1 0.9711 vs fp32 0.9733, drop 0.0022 [[]-0.0*, 0.0*[]] at 95% (Tango score interval; 1 lost vs "
+        "0 gained, exact McNemar p=1) (two-sided 95% interval, upper end a one-sided 97.5% bound) ~ budget 0.003; "
+        "needs about * evaluation samples at this discordance to decide",
     ])
-    result.stdout.fnmatch_lines(["max_accuracy_drop(0.001, confidence=0.95) broken: *(warning: 450 samples cannot "
-                                 "resolve a budget below 0.0022: evaluate on more data)"])
+    # one lost sample, none gained: a bootstrap interval over one differing sample is no evidence
+    result.stdout.fnmatch_lines(["INCONCLUSIVE *test_bootstrap_on_one_lost_sample*: *only 1 of 450 samples are "
+                                 "scored differently from fp32: too few for the bootstrap (10 needed)*"])
+    result.stdout.fnmatch_lines(["*1 failed, 2 passed, 2 inconclusive*"])
 
 
 @pytest.mark.parametrize(("metric", "holds", "broken"), [

@@ -61,7 +61,7 @@ def _accuracy(marker: str, limit: Any = None, relative: bool = False, metric: An
             raise UsageError(f"{marker}(method='mcnemar') bounds the absolute drop: drop relative=True or use "
                              "method='bootstrap'")
     return AccuracyDrop(float(limit), relative, metric, marker, None if confidence is None else float(confidence),
-                        method or "bootstrap", higher_is_better, _output(marker, output))
+                        method, higher_is_better, _output(marker, output))
 
 
 def _fidelity(limit: Any = None, metric: Any = "top1_agreement", output: Any = None) -> MinFidelity:
@@ -176,8 +176,8 @@ PARSERS = {
 }
 
 MARKER_DOCS = {
-    "max_accuracy_drop": "max_accuracy_drop(drop, relative=False, metric=None, confidence=None, method='bootstrap', top_k=None, higher_is_better=None, output=None): the metric (top1 default, top<k>, auc, mae, rmse or a callable) may be at most `drop` worse than fp32 on eval_dataset; with confidence, the upper bound of the paired interval (method 'bootstrap' or 'mcnemar') must be; output='name' picks the output of a model with several.",
-    "min_accuracy_drop": "min_accuracy_drop(drop, relative=False, metric=None, confidence=None, method='bootstrap', top_k=None, higher_is_better=None, output=None): alias of max_accuracy_drop (same meaning).",
+    "max_accuracy_drop": "max_accuracy_drop(drop, relative=False, metric=None, confidence=None, method=None, top_k=None, higher_is_better=None, output=None): the metric (top1 default, top<k>, auc, mae, rmse or a callable) may be at most `drop` worse than fp32 on eval_dataset; with confidence, PASS when the whole paired interval is within it, FAIL when it is all beyond, INCONCLUSIVE between (method 'mcnemar' = Tango, the default for top-k; 'bootstrap' otherwise); output='name' picks the output of a model with several.",
+    "min_accuracy_drop": "min_accuracy_drop(drop, relative=False, metric=None, confidence=None, method=None, top_k=None, higher_is_better=None, output=None): alias of max_accuracy_drop (same meaning).",
     "min_fidelity": "min_fidelity(threshold, metric='top1_agreement', output=None): label-free agreement with fp32's outputs on eval_dataset (top1_agreement, cosine, snr_db: at least; kl_divergence, max_abs_error: at most); without output=, every output of a model with several, the worst decides.",
     "max_latency_ms": "max_latency_ms(ms, percentile=50, batch_size=1, mode='invoke', concurrency=1, preprocess=None, postprocess=None): the variant's latency percentile must be at most `ms` (inconclusive when its 95% interval straddles `ms`); mode 'invoke' or 'end_to_end'; concurrency=N: per-request latency with N concurrent streams, throughput reported; rate=R: open loop, Poisson arrivals at R requests/s served by `concurrency` workers (MLPerf Server-like).",
     "max_output_diff": "max_output_diff(atol=1e-3, rtol=0, reference='tf', output=None): every output within atol + rtol*|ref| of fp32 on the reference backend (same eval_dataset inputs); output='name' checks one output of a model with several.",

@@ -47,7 +47,7 @@ class MaxLatency:
 
     def _measure(self, model: RunnableModel, settings: Any = None) -> tuple[LatencyStats, Any]:
         if self.concurrency > 1 or self.rate is not None:
-            load = model.load(self.concurrency, self.batch_size, self.mode, preprocess=self.preprocess,
+            load = model.under_load(self.concurrency, self.batch_size, self.mode, preprocess=self.preprocess,
                               postprocess=self.postprocess, rate=self.rate)
             return load.latency, load
         return model.latency(self.batch_size, settings, mode=self.mode, preprocess=self.preprocess,

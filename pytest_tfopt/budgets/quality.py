@@ -22,11 +22,15 @@ from .verdict import Verdict, about, about_row
 class AccuracyDrop:
     """The metric may get worse than fp32 by at most ``limit`` (a fraction of fp32's value if ``relative``).
 
-    With ``confidence`` (e.g. 0.95) the budget holds only when the upper bound of a two-sided
-    interval of the drop, on paired predictions, is within it: ``method="bootstrap"`` (default,
-    any metric) resamples the samples with a fixed seed; ``method="mcnemar"`` (per-sample metrics:
-    top-1, top-k) uses Tango's score interval of the paired difference, which is McNemar's test
-    extended to a non-zero margin, and reports the exact McNemar p-value of "no change" too.
+    With ``confidence`` (e.g. 0.95) the verdict comes from a two-sided interval of the drop on paired
+    predictions, by one rule: PASS when the whole interval is within the budget (its upper end is a one-sided
+    ``(1 + confidence) / 2`` bound), FAIL when the whole interval is beyond it, INCONCLUSIVE when it straddles
+    the budget — the message then says about how many evaluation samples would decide. ``method``:
+    ``"mcnemar"`` (the default for absolute drops of per-sample metrics: top-1, top-k) uses Tango's score
+    interval of the paired difference (McNemar's test extended to a non-zero margin) and reports the exact
+    McNemar p-value of "no change"; ``"bootstrap"`` (the default otherwise: any metric, relative drops)
+    resamples the samples with a fixed seed; on a per-sample metric it needs :data:`MIN_DISCORDANT` samples
+    that fp32 and the variant score differently before it may PASS (fewer collapse its interval).
     """
 
     limit: float
@@ -35,7 +39,8 @@ class AccuracyDrop:
     marker: str = "max_accuracy_drop"
     kind: ClassVar[str] = "quality"
     confidence: float | None = None
-    method: str = "bootstrap"
+    #: ``"mcnemar"``, ``"bootstrap"`` or ``None`` (chosen by the metric; see the class docstring)
+    method: str | None = None
     higher_is_better: bool | None = None
     #: the output scored on a model with several (``None``: the only one, or the only labeled one)
     output: str | None = None
@@ -49,7 +54,8 @@ class AccuracyDrop:
         if self.confidence is None:
             return self.judge(who, m, value, ref)
         samples = len(model.eval_dataset) if model.eval_dataset is not None else 0
-        return self.judge(who, m, value, ref, self._interval(model, reference, m, name), samples)
+        return self.judge(who, m, value, ref, self._interval(model, reference, m, name), samples,
+                          self._discordant(model, reference, m, name))
 
     def check_row(self, row: dict[str, Any]) -> Verdict | str:
         """The verdict from a result row's accuracy and fp32 reference accuracy, or why it cannot be given."""
@@ -68,48 +74,70 @@ class AccuracyDrop:
             return missing
         return self.judge(about_row(row), m, value, ref)
 
+    def method_for(self, m: acc.Metric) -> str:
+        """The interval method used for metric ``m``: the one asked for, else Tango's (``"mcnemar"``) for absolute
+        drops of per-sample metrics and the bootstrap otherwise."""
+        if self.method is not None:
+            return self.method
+        return "mcnemar" if m.correct is not None and not self.relative else "bootstrap"
+
     def judge(self, who: str, m: acc.Metric, value: float, ref: float,
-              interval: tuple[float, float, str] | None = None, samples: int = 0) -> Verdict:
-        """The verdict on metric values ``value`` (variant) and ``ref`` (fp32); ``interval``: (low, high, note) of the drop."""
+              interval: tuple[float, float, str] | None = None, samples: int = 0,
+              discordant: int | None = None) -> Verdict:
+        """The verdict on metric values ``value`` (variant) and ``ref`` (fp32).
+
+        ``interval``: (low, high, note) of the drop at ``confidence``, two-sided; ``samples``: how many it was
+        measured on; ``discordant``: of those, how many fp32 and the variant score differently (per-sample metrics).
+        """
         drop = m.drop(ref, value, self.relative)
         unit = " (relative)" if self.relative else ""
         args = f"{self.limit:g}{', relative=True' if self.relative else ''}"
         if self.output is not None:
             args += f", output={self.output!r}"
-        shown, note = "", ""
-        decisive = drop
-        if interval is not None:
-            lo, hi, detail = interval
-            decisive = hi
-            shown = f" [{lo:.4f}, {hi:.4f}] at {self.confidence:.0%}{detail}"
-            args += f", confidence={self.confidence:g}"
-            if self.method != "bootstrap":
-                args += f", method={self.method!r}"
-            # one sample changes a per-sample metric by 1/samples: a budget below that cannot be resolved
-            # (a relative budget is limit * |fp32's value| in the metric's own units)
-            absolute = self.limit * abs(ref) if self.relative else self.limit
-            if m.correct is not None and samples and 1 / samples > absolute:
-                note = (f" (warning: {samples} samples cannot resolve a budget below {1 / samples:.4f}"
-                        f"{' (absolute)' if self.relative else ''}: evaluate on more data)")
-        passed: bool | None = decisive <= self.limit + 1e-12
-        if passed and note:
-            # a bootstrap over too few samples collapses to a point (one sample: [0, 0]): not evidence
-            passed = None
+        method = self.method_for(m)
+        if interval is None:
+            passed: bool | None = drop <= self.limit + 1e-12
+            shown = f" {'<=' if passed else '>'} budget {self.limit:g}"
+        else:
+            args += f", confidence={self.confidence:g}" + (f", method={self.method!r}" if self.method else "")
+            passed, shown = self._three_way(drop, interval, samples, discordant, m, ref, method)
         verb = {True: "holds", False: "broken", None: "inconclusive"}[passed]
         text = (
             f"{self.marker}({args}) {verb}: {who}: {m.name} {value:.4f} vs fp32 "
-            f"{ref:.4f}, drop {drop:.4f}{unit}{shown} {'>' if passed is False else '<='} budget {self.limit:g}{note}"
+            f"{ref:.4f}, drop {drop:.4f}{unit}{shown}"
         )
         detail = ", ".join(([self.output] if self.output else []) +
                            ([m.name] if m.name not in ("top1", "accuracy") else []) +
-                           ([self.method] if self.confidence is not None and self.method != "bootstrap" else []))
+                           ([method] if self.confidence is not None and method != "bootstrap" else []))
         return Verdict(self.marker, passed, value, ref, self.limit, text, detail)
+
+    def _three_way(self, drop: float, interval: tuple[float, float, str], samples: int, discordant: int | None,
+                   m: acc.Metric, ref: float, method: str) -> tuple[bool | None, str]:
+        """PASS / FAIL / INCONCLUSIVE from the interval, and the message's interval part."""
+        lo, hi, note = interval
+        confidence = self.confidence or 0.95
+        passed: bool | None = True if hi <= self.limit + 1e-12 else False if lo > self.limit + 1e-12 else None
+        level = f"two-sided {confidence:.0%} interval, upper end a one-sided {(1 + confidence) / 2:.1%} bound"
+        shown = f" [{lo:.4f}, {hi:.4f}] at {confidence:.0%}{note} ({level})"
+        why = ""
+        if passed and m.correct is not None and method == "bootstrap" and (discordant or 0) < MIN_DISCORDANT:
+            # the bootstrap of a per-sample metric over few differing samples collapses (none: the point [0, 0])
+            passed = None
+            absolute = self.limit * abs(ref) if self.relative else self.limit
+            why = (f"; only {discordant or 0} of {samples} samples are scored differently from fp32: too few for "
+                   f"the bootstrap ({MIN_DISCORDANT} needed)"
+                   + ("; evaluate on more data" if samples and 1 / samples > absolute else
+                      "; use an absolute budget (Tango's interval) or more data"))
+        elif passed is None:
+            why = "; " + _needed(samples, lo, hi, drop, self.limit, "discordance" if method == "mcnemar" else "spread")
+        compare = {True: "<=", False: ">", None: "~"}[passed]
+        return passed, f"{shown} {compare} budget {self.limit:g}{why}"
 
     def _interval(self, model: RunnableModel, reference: RunnableModel, m: acc.Metric,
                   output: str) -> tuple[float, float, str]:
         """(low, high, what else to say) of the drop of ``output`` at ``confidence``."""
         confidence = self.confidence or 0.95
-        if self.method == "mcnemar":
+        if self.method_for(m) == "mcnemar":
             ours, theirs = model.correct(m, output=output), reference.correct(m, output=output)
             b = int(np.sum(theirs & ~ours))  # fp32 right, variant wrong
             c = int(np.sum(~theirs & ours))  # fp32 wrong, variant right
@@ -127,6 +155,28 @@ class AccuracyDrop:
 
         lo, hi = paired_bootstrap(len(data), stat, confidence)
         return lo, hi, ""
+
+
+    def _discordant(self, model: RunnableModel, reference: RunnableModel, m: acc.Metric, output: str) -> int | None:
+        """How many samples fp32 and the variant score differently (per-sample metrics; else ``None``)."""
+        if m.correct is None:
+            return None
+        return int(np.sum(model.correct(m, output=output) != reference.correct(m, output=output)))
+
+
+#: differing samples the bootstrap of a per-sample metric needs before its interval may decide a PASS
+MIN_DISCORDANT = 10
+
+
+def _needed(samples: int, lo: float, hi: float, drop: float, limit: float, what: str = "spread") -> str:
+    """What would decide a straddling interval: about how many samples, at the observed spread and drop."""
+    gap = abs(drop - limit)
+    if not samples or hi <= lo:
+        return "evaluate on more data to decide"
+    if gap < 1e-12:
+        return "the drop sits on the budget: no sample size decides it (move the budget, or change the model)"
+    needed = samples * ((hi - lo) / (2 * gap)) ** 2
+    return f"needs about {max(needed, samples + 1):,.0f} evaluation samples at this {what} to decide"
 
 
 def _outputs(model: RunnableModel, output: str | None) -> list[str]:

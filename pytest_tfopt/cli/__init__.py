@@ -10,7 +10,7 @@ Every error is one line on stderr, ``tfopt: error: <message>``; output files are
 atomically, so a failed run leaves none behind.
 
 Modules: :mod:`.parser` (options and help), :mod:`.console` (output streams, exit codes),
-:mod:`.files` (inputs checked, outputs written atomically), :mod:`.core` (reaching the workbench),
+:mod:`.files` (inputs checked, outputs written atomically), :mod:`.workbench` (reaching the workbench),
 and one module per command: :mod:`.optimize`, :mod:`.bench`, :mod:`.compare`,
 :mod:`.report`.
 """

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 
 from .. import metrics
 from ..errors import TfoptError, UsageError
 from ..report.table import fmt, table
 from .console import EXIT_FAILED, EXIT_OK, Console, Progress
-from .core import configure_tf, needs_data, split, workbench
 from .files import check_writable, existing, write_atomic
+from .workbench import configure_tf, needs_data, open_workbench, split
 
 BENCH_TEST = "tfopt-bench"
 DEFAULT_BENCH_VARIANTS = "fp32,dynamic,float16,int8"
@@ -21,15 +20,35 @@ DEFAULT_BENCH_VARIANTS_NO_DATA = "fp32,dynamic,float16"
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    """``tfopt bench``: every variant on every backend, measured; the table, and --json's results document."""
+    from .. import tfenv
     from ..backends import default_registry as default_backends
+
+    ids = _checked_variant_ids(args)
+    registry = default_backends()
+    backends = _runnable_backends(registry, split(args.backend, "tflite"), console)
+    configure_tf(args.threads)
+    threads = args.threads or tfenv.default_threads()
+    progress = console.progress(len(ids) * len(backends))
+    wb = open_workbench(args, args.model, args.data, threads, log=progress.update, latency=_latency_settings(args),
+                        backends=registry)
+    labelled = bool(args.data) and wb.evaluation.y is not None
+    rows, failures = _bench_all(wb, ids, backends, labelled, args, progress, console)
+    _print_results(wb, rows, labelled, args, threads, console)
+    if failures:
+        console.note(f"{len(failures)} of {len(ids) * len(backends)} builds failed (see the notes above)")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _checked_variant_ids(args: argparse.Namespace) -> list[str]:
+    """The variant ids to bench, fp32 (the reference) first; usage errors for bad variants, inputs or outputs."""
     from ..measure import accuracy as acc
-    from ..measure.latency import LatencySettings
     from ..variants import default_registry as default_variants
 
     variants_reg = default_variants()
     default = DEFAULT_BENCH_VARIANTS if args.data else DEFAULT_BENCH_VARIANTS_NO_DATA
     plans = [variants_reg.resolve(v) for v in split(args.variant, default)]
-    ids = list(dict.fromkeys(["fp32", *(p.id for p in plans)]))  # the reference first, always
     existing(args.model, "model", "MODEL")
     if args.data:
         existing(args.data, "data set", "--data")
@@ -41,9 +60,11 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     acc.resolve(args.metric)
     if args.json:
         check_writable(args.json, "--json")
+    return list(dict.fromkeys(["fp32", *(p.id for p in plans)]))
 
-    registry = default_backends()
-    names = split(args.backend, "tflite")
+
+def _runnable_backends(registry: Any, names: list[str], console: Console) -> list[str]:
+    """The backends of ``names`` (``["all"]``: every one in ``registry``) that can run here; a note for each other."""
     if names == ["all"]:
         names = [n for n in registry.names() if not registry.get(n).unavailable_reason()]
     backends = []
@@ -55,18 +76,19 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
             backends.append(name)
     if not backends:
         raise TfoptError(f"no backend of {', '.join(names)} can run here: see the notes above, or use --backend tflite")
+    return backends
 
-    configure_tf(args.threads)
-    from .. import tfenv
 
-    threads = args.threads or tfenv.default_threads()
-    settings = LatencySettings(min_time_s=args.latency_time, max_time_s=max(20.0, args.latency_time * 4))
-    progress = console.progress(len(ids) * len(backends))
-    wb = workbench(args, args.model, args.data, threads, log=progress.update, latency=settings, backends=registry)
-    labelled = bool(args.data) and wb.evaluation.y is not None
+def _latency_settings(args: argparse.Namespace) -> Any:
+    """--latency-time as :class:`~pytest_tfopt.measure.latency.LatencySettings` (at most 4x that, at least 20 s)."""
+    from ..measure.latency import LatencySettings
 
-    from ..results import result_row
+    return LatencySettings(min_time_s=args.latency_time, max_time_s=max(20.0, args.latency_time * 4))
 
+
+def _bench_all(wb: Any, ids: list[str], backends: list[str], labelled: bool, args: argparse.Namespace,
+               progress: Progress, console: Console) -> tuple[list[dict[str, Any]], list[str]]:
+    """The result rows of every variant on every backend, and the builds that failed (a failed fp32 is fatal)."""
     rows: list[dict[str, Any]] = []
     failures: list[str] = []
     for backend in backends:
@@ -74,7 +96,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
         for vid in ids:
             progress.start(f"{vid} on {backend}")
             try:
-                row = _bench_one(wb, vid, backend, reference, labelled, args, progress, console, result_row)
+                row = _bench_one(wb, vid, backend, reference, labelled, args, progress, console)
             except UsageError:
                 raise
             except TfoptError as exc:
@@ -87,7 +109,12 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
             if vid == "fp32":
                 reference = wb.runnable("fp32", backend)
             rows.append(row)
+    return rows, failures
 
+
+def _print_results(wb: Any, rows: list[dict[str, Any]], labelled: bool, args: argparse.Namespace, threads: int,
+                   console: Console) -> None:
+    """The table, the cache's tally and, with --json, the results document written."""
     for line in _bench_table(rows, labelled, not args.no_latency):
         console.out(line)
     stats = wb.cache.stats
@@ -101,15 +128,13 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
                                        "threads": threads})
         text = json.dumps(doc, indent=1, sort_keys=True, default=str)  # what baseline.save writes
         console.out(f"results: {write_atomic(args.json, text.encode(), '--json')}")
-    if failures:
-        console.note(f"{len(failures)} of {len(ids) * len(backends)} builds failed (see the notes above)")
-        return EXIT_FAILED
-    return EXIT_OK
 
 
 def _bench_one(wb: Any, vid: str, backend: str, reference: Any, labelled: bool, args: argparse.Namespace,
-               progress: Progress, console: Console, result_row: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+               progress: Progress, console: Console) -> dict[str, Any]:
+    """The result row of variant ``vid`` on ``backend``, built (or reused), evaluated and timed."""
     from ..errors import DatasetError
+    from ..results import result_row
 
     stats = wb.cache.stats
     built_before, seconds_before = stats.built, stats.build_seconds

@@ -7,8 +7,8 @@ import time
 
 from ..errors import UsageError
 from .console import EXIT_OK, Console
-from .core import configure_tf, needs_data, workbench
 from .files import check_writable, existing, write_atomic
+from .workbench import configure_tf, needs_data, open_workbench
 
 #: file name endings of model formats: an artifact written under another format's name misleads every reader
 MODEL_SUFFIXES = (".tflite", ".h5", ".hdf5", ".keras", ".onnx", ".xml", ".pb", ".zip", ".engine", ".plan", ".trt")
@@ -39,7 +39,7 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
     check_writable(args.output, "-o")
     configure_tf(None)
     progress = console.progress(1)
-    wb = workbench(args, args.model, args.calibration, None, log=progress.update)
+    wb = open_workbench(args, args.model, args.calibration, None, log=progress.update)
     backend = wb.backend(args.backend)  # unknown → usage error, unavailable → failure
     _check_suffix(args.output, backend.artifact_suffix, backend.name)
     progress.start(f"{plan.id} for {backend.name}")

@@ -6,18 +6,21 @@ import argparse
 import math
 import shutil
 import textwrap
+from collections.abc import Callable
 from typing import Any
 
-from .. import metrics
+from .. import __version__, metrics
+from ..report import FORMATS
 from ..security import user_cache_dir
+from ..workbench import DEFAULT_CALIBRATION_SIZE
 from .bench import BENCH_TEST, DEFAULT_BENCH_VARIANTS, DEFAULT_BENCH_VARIANTS_NO_DATA, cmd_bench
 from .compare import cmd_compare
 from .console import EXIT_USAGE, PROG
 from .optimize import cmd_optimize
 from .report import cmd_report
 
-DEFAULT_CALIBRATION_SIZE = 200  # same as workbench.DEFAULT_CALIBRATION_SIZE (not imported: it would load numpy early)
 DEFAULT_CACHE_DIR = user_cache_dir("artifacts")  # the Workbench default: per user, never a shared temp dir
+_NPZ = "data set (.npz with x_train, y_train, x_test, y_test, or x, y)"  # the layout --data and --calibration read
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -66,6 +69,17 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``tfopt`` argument parser (all subcommands)."""
+    common = _output_options()
+    parser = _top_parser()
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
+    sub.required = True
+    for add_command in (_add_optimize, _add_bench, _add_compare, _add_report):
+        add_command(sub, common)
+    return parser
+
+
+def _output_options() -> argparse.ArgumentParser:
+    """The options every command takes (--quiet, --verbose), as a parent parser."""
     common = argparse.ArgumentParser(add_help=False)
     out = common.add_argument_group("output")
     out.add_argument("-q", "--quiet", action="store_true",
@@ -73,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-v", "--verbose", action="store_true",
                      help="also show TensorFlow's and the converter's own log output, Python warnings and the "
                           "traceback of unexpected errors (default: off)")
+    return common
 
+
+def _top_parser() -> _Parser:
+    """``tfopt`` itself: its description, examples, exit codes and --version."""
     parser = _Parser(
         prog=PROG, formatter_class=_Formatter,
         description="Build optimized variants of a TensorFlow/Keras model, measure them, and compare results "
@@ -86,57 +104,58 @@ def build_parser() -> argparse.ArgumentParser:
                "exit codes: 0 ok, 1 failure (broken threshold, failed conversion, backend unavailable), "
                "2 usage error.\nRun 'tfopt COMMAND --help' for the options of each command.",
     )
-    from .. import __version__
-
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
                         help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
-    sub.required = True
+    return parser
 
-    # optimize ---------------------------------------------------------------------------
-    p = sub.add_parser(
-        "optimize", parents=[common], formatter_class=_Formatter,
-        help="build one optimized variant of a model and write the artifact",
+
+def _command(sub: Any, common: argparse.ArgumentParser, name: str, func: Callable[..., int], *, summary: str,
+             description: str, example: str) -> argparse.ArgumentParser:
+    """Subcommand ``name`` of ``sub``, run by ``func``: ``summary`` in ``tfopt --help``, one ``example`` command."""
+    p = sub.add_parser(name, parents=[common], formatter_class=_Formatter, help=summary, description=description,
+                       epilog=f"example:\n  {example}")
+    p.set_defaults(func=func)
+    return p
+
+
+def _add_optimize(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(
+        sub, common, "optimize", cmd_optimize,
+        summary="build one optimized variant of a model and write the artifact",
         description="Build one variant of MODEL (through the artifact cache) and write the artifact to -o "
                     "atomically. Prints the variant, its size and gzip size, and where it was written.",
-        epilog="example:\n  tfopt optimize models/digits_cnn.h5 --variant int8 --calibration fixtures/digits.npz "
-               "-o digits_int8.tflite",
+        example="tfopt optimize models/digits_cnn.h5 --variant int8 --calibration fixtures/digits.npz "
+                "-o digits_int8.tflite",
     )
-    p.add_argument("model", metavar="MODEL",
-                   help="the FP32 source model: .keras, .h5, SavedModel directory or .tflite")
+    _model_argument(p)
     p.add_argument("--variant", required=True, metavar="SPEC",
                    help="the variant to build, e.g. int8, float16, dynamic, int8(calibration_size=100), "
                         "pruned(sparsity=0.8)+int8 (required)")
     p.add_argument("--calibration", metavar="NPZ",
-                   help="data set (.npz with x_train, y_train, x_test, y_test, or x, y): calibration samples come "
-                        "from its training split; needed by calibrated variants (int8, int8_io, int16x8) and by "
-                        "transforms that train (pruned, qat, ...) (default: none)")
-    p.add_argument("--calibration-size", type=_positive_int, default=DEFAULT_CALIBRATION_SIZE, metavar="N",
-                   help="seeded calibration samples taken from the training split (default: %(default)s)")
+                   help=f"{_NPZ}: calibration samples come from its training split; needed by calibrated variants "
+                        "(int8, int8_io, int16x8) and by transforms that train (pruned, qat, ...) (default: none)")
+    _calibration_size_option(p)
     p.add_argument("--backend", default="tflite", metavar="NAME",
                    help="backend to build for: tflite or tensorrt (default: %(default)s)")
     _cache_options(p)
     p.add_argument("-o", "--output", required=True, metavar="PATH",
                    help="where to write the artifact, e.g. model.tflite (required)")
-    p.set_defaults(func=cmd_optimize)
 
-    # bench ----------------------------------------------------------------------------
-    p = sub.add_parser(
-        "bench", parents=[common], formatter_class=_Formatter,
-        help="build and measure variants; print a table, optionally save a results document",
+
+def _add_bench(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(
+        sub, common, "bench", cmd_bench,
+        summary="build and measure variants; print a table, optionally save a results document",
         description="Build each variant on each backend and measure it: accuracy and drop vs fp32 (with "
                     "labelled --data), size, gzip size, compression ratio, p50/p95 latency of one batch-1 "
                     "invocation, build time. fp32 (the reference) is always measured. --json saves a results "
                     f"document whose rows carry test = {BENCH_TEST!r}, for 'tfopt compare' and 'tfopt report'.",
-        epilog="example:\n  tfopt bench models/digits_cnn.h5 --data fixtures/digits.npz --variant fp32,int8 "
-               "--json head.json",
+        example="tfopt bench models/digits_cnn.h5 --data fixtures/digits.npz --variant fp32,int8 --json head.json",
     )
-    p.add_argument("model", metavar="MODEL",
-                   help="the FP32 source model: .keras, .h5, SavedModel directory or .tflite")
+    _model_argument(p)
     p.add_argument("--data", metavar="NPZ",
-                   help="data set (.npz with x_train, y_train, x_test, y_test, or x, y): calibration from the "
-                        "training split, accuracy and latency inputs from the test split (default: none: no "
-                        "accuracy, random latency inputs, no calibrated variants)")
+                   help=f"{_NPZ}: calibration from the training split, accuracy and latency inputs from the test "
+                        "split (default: none: no accuracy, random latency inputs, no calibrated variants)")
     p.add_argument("--variant", action="append", metavar="LIST",
                    help="comma-separated variants, repeatable, e.g. --variant fp32,int8 --variant "
                         f"'int8(calibration_size=100)' (default: {DEFAULT_BENCH_VARIANTS} with --data, "
@@ -147,8 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="runtime threads (LiteRT num_threads, TensorFlow intra-op) (default: the cores of this "
                         "process)")
-    p.add_argument("--calibration-size", type=_positive_int, default=DEFAULT_CALIBRATION_SIZE, metavar="N",
-                   help="seeded calibration samples taken from the training split (default: %(default)s)")
+    _calibration_size_option(p)
     p.add_argument("--metric", default="top1", choices=("top1", "mae", "rmse"),
                    help="accuracy metric on the test split (default: %(default)s)")
     p.add_argument("--latency-time", type=_positive_float, default=0.5, metavar="SECONDS",
@@ -158,12 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     _cache_options(p)
     p.add_argument("--json", metavar="PATH",
                    help="also write the results document (the --tfopt-save-baseline format) here (default: none)")
-    p.set_defaults(func=cmd_bench)
 
-    # compare ----------------------------------------------------------------------------
-    p = sub.add_parser(
-        "compare", parents=[common], formatter_class=_Formatter,
-        help="compare two results documents; with --budgets, gate HEAD against BASE",
+
+def _add_compare(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(
+        sub, common, "compare", cmd_compare,
+        summary="compare two results documents; with --budgets, gate HEAD against BASE",
         description="Compare two results documents (from 'tfopt bench --json', pytest "
                     "--tfopt-save-baseline or --tfopt-report x.json) row by row, keyed by (test, variant, "
                     "backend): a table of HEAD values with their change from BASE. Rows only in one file are "
@@ -172,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the value budgets that the rows alone can answer (max_size_kb, min_compression_ratio, "
                     "max_accuracy_drop, max_latency_ms) to HEAD; others are skipped with a note. Exits 1 "
                     "when any is broken.",
-        epilog="example:\n  tfopt compare base.json head.json --budgets tfopt-budgets.toml",
+        example="tfopt compare base.json head.json --budgets tfopt-budgets.toml",
     )
     p.add_argument("base", metavar="BASE", help="the reference results document (.json)")
     p.add_argument("head", metavar="HEAD", help="the results document under review (.json)")
@@ -182,25 +200,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-hardware", action="store_true",
                    help="apply latency change thresholds even when BASE and HEAD were measured on different "
                         "hardware (default: off: they are skipped with a note)")
-    p.set_defaults(func=cmd_compare)
 
-    # report -----------------------------------------------------------------------------
-    from ..report import FORMATS
 
-    p = sub.add_parser(
-        "report", parents=[common], formatter_class=_Formatter,
-        help="render a results document as .html, .md, .json or .benchmark.json",
+def _add_report(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(
+        sub, common, "report", cmd_report,
+        summary="render a results document as .html, .md, .json or .benchmark.json",
         description="Render a results document as a report; the format follows the extension of each -o: "
                     f"{', '.join(FORMATS)}.",
-        epilog="example:\n  tfopt report head.json -o report.html -o summary.md --baseline base.json",
+        example="tfopt report head.json -o report.html -o summary.md --baseline base.json",
     )
     p.add_argument("results", metavar="RESULTS", help="the results document (.json)")
     p.add_argument("-o", "--output", action="append", required=True, metavar="PATH",
                    help=f"report to write, format by extension ({', '.join(FORMATS)}); repeatable (required)")
     p.add_argument("--baseline", metavar="BASE",
                    help="a results document to show changes against (default: none)")
-    p.set_defaults(func=cmd_report)
-    return parser
+
+
+def _model_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help="the FP32 source model: .keras, .h5, SavedModel directory or .tflite")
+
+
+def _calibration_size_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calibration-size", type=_positive_int, default=DEFAULT_CALIBRATION_SIZE, metavar="N",
+                   help="seeded calibration samples taken from the training split (default: %(default)s)")
 
 
 def _cache_options(p: argparse.ArgumentParser) -> None:

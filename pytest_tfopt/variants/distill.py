@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -199,8 +200,20 @@ def _with_output(student: Any, input_shape: tuple, layer: Any | None, name: str)
     return tf_keras.Model(inp, layer(out) if layer is not None else out, name=name)
 
 
-def _distill(teacher: Any, train: Dataset, params: dict[str, Any], log: Log,
-             students: StudentRegistry) -> tuple[Any, dict[str, Any]]:
+@dataclass(frozen=True)
+class _Targets:
+    """What the frozen teacher gives the student to learn from, for every training sample."""
+
+    probabilities: bool  # the teacher ends in softmax: ``logits`` are log(probabilities)
+    logits: np.ndarray = field(repr=False)  # (N, classes) float32
+    labels: np.ndarray = field(repr=False)  # class indices (N,) or one-hot (N, classes)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.logits.shape[1])
+
+
+def _refuse_unsupported(teacher: Any, train: Dataset) -> None:
     require_training_data(train, "distilled")
     if len(teacher.inputs) != 1 or len(teacher.outputs) != 1:
         # refused before any training: the students are one-input classifiers matched to one class output
@@ -209,78 +222,113 @@ def _distill(teacher: Any, train: Dataset, params: dict[str, Any], log: Log,
             f"{len(teacher.outputs)} outputs, and distillation here trains a one-input student on one class output "
             "(soft targets); test the post-training precisions, pruned/clustered/qat, or distill one head as its own model"
         )
+
+
+def _teacher_targets(teacher: Any, x: np.ndarray, train: Dataset) -> _Targets:
+    """The frozen teacher's logits on ``x`` (inference mode) and the labels, checked against its classes."""
+    teacher.trainable = False
+    teacher_out = np.asarray(teacher.predict(x, batch_size=256, verbose=0))
+    if teacher_out.ndim != 2 or teacher_out.shape[1] < 2:
+        raise ConversionError(
+            f"distilled needs a classifier teacher with outputs (batch, classes); {teacher.name} outputs "
+            f"{tuple(teacher_out.shape[1:])} per sample"
+        )
+    probabilities = _is_probabilities(teacher_out)
+    logits = _as_logits(teacher_out) if probabilities else teacher_out.astype(np.float32)
+    return _Targets(probabilities, logits, _labels(train, teacher_out.shape[1]))
+
+
+def _new_student(students: StudentRegistry, name: str, x: np.ndarray, teacher: Any,
+                 targets: _Targets) -> tuple[Any, bool]:
+    """A fresh student for ``x``'s input shape, probed on a few samples; returns it and whether it ends in softmax."""
+    input_shape = tuple(x.shape[1:])
+    student = students.build(name, input_shape, targets.num_classes)
+    try:
+        probe = np.asarray(student(x[:8], training=False))
+    except Exception as exc:  # the builder ignored input_shape, or a layer rejects it
+        raise ConversionError(
+            f"student {name!r} cannot take the teacher's input {input_shape}: {first_line(exc)}") from None
+    if probe.shape[1:] != targets.logits.shape[1:]:
+        raise ConversionError(
+            f"student {name!r} outputs shape {(None, *probe.shape[1:])} but the teacher {teacher.name} outputs "
+            f"{(None, *targets.logits.shape[1:])}: build the student with num_classes={targets.num_classes} outputs"
+        )
+    return student, _is_probabilities(probe)
+
+
+def _train_step(student: Any, student_probs: bool, learning_rate: float, temperature: float,
+                alpha: float) -> Callable[[Any, Any, Any], Any]:
+    """One optimizer step on a batch ``(x, labels, teacher logits)``; returns (loss, agreements with the teacher)."""
     tf = tfenv.tensorflow()
     import tf_keras
 
+    optimizer = tf_keras.optimizers.Adam(learning_rate)
+    variables = student.trainable_variables
+
+    @tf.function(reduce_retracing=True)
+    def step(xb: Any, yb: Any, tb: Any) -> Any:
+        with tf.GradientTape() as tape:
+            out = student(xb, training=True)
+            logits = tf.math.log(tf.maximum(out, _TINY)) if student_probs else out
+            loss = distillation_loss(yb, tb, logits, temperature, alpha)
+            total = loss + tf.add_n(student.losses) if student.losses else loss
+        optimizer.apply_gradients(zip(tape.gradient(total, variables), variables, strict=True))
+        hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(tb, -1)), tf.float32))
+        return loss, hits
+
+    return step
+
+
+def _train(step: Callable[[Any, Any, Any], Any], x: np.ndarray, targets: _Targets, params: dict[str, Any],
+           log: Log) -> float:
+    """Seeded shuffled epochs of ``step``; returns the last epoch's mean loss."""
+    rng = np.random.default_rng(SEED)
+    batch, epochs, n = params["batch_size"], params["epochs"], len(x)
+    epoch_loss = math.nan
+    for epoch in range(epochs):
+        order = rng.permutation(n)
+        total_loss, agree = 0.0, 0.0
+        for start in range(0, n, batch):
+            idx = order[start:start + batch]
+            loss, hits = step(x[idx], targets.labels[idx], targets.logits[idx])
+            total_loss += float(loss) * len(idx)
+            agree += float(hits)
+        epoch_loss = total_loss / n
+        log(f"distilled: epoch {epoch + 1}/{epochs} loss={epoch_loss:.4f}, agreement with teacher={agree / n:.4f}")
+    return epoch_loss
+
+
+def _teacher_like(student: Any, input_shape: tuple, name: str, teacher_probs: bool, student_probs: bool) -> Any:
+    """The trained student outputting what the teacher outputs (probabilities or logits)."""
+    tf = tfenv.tensorflow()
+    import tf_keras
+
+    if teacher_probs and not student_probs:
+        return _with_output(student, input_shape, tf_keras.layers.Softmax(name="distilled_probs"), f"{name}_distilled")
+    if student_probs and not teacher_probs:
+        to_logits = tf_keras.layers.Lambda(lambda p: tf.math.log(tf.maximum(p, _TINY)), name="distilled_logits")
+        return _with_output(student, input_shape, to_logits, f"{name}_distilled")
+    return _with_output(student, input_shape, None, f"{name}_distilled")
+
+
+def _distill(teacher: Any, train: Dataset, params: dict[str, Any], log: Log,
+             students: StudentRegistry) -> tuple[Any, dict[str, Any]]:
+    _refuse_unsupported(teacher, train)
+    tfenv.tensorflow()
     name, temperature, alpha = params["student"], float(params["temperature"]), float(params["alpha"])
     x = np.asarray(train.x, dtype=np.float32)
-    input_shape = tuple(x.shape[1:])
     with deterministic():
-        teacher.trainable = False
-        teacher_out = np.asarray(teacher.predict(x, batch_size=256, verbose=0))
-        if teacher_out.ndim != 2 or teacher_out.shape[1] < 2:
-            raise ConversionError(
-                f"distilled needs a classifier teacher with outputs (batch, classes); {teacher.name} outputs "
-                f"{tuple(teacher_out.shape[1:])} per sample"
-            )
-        num_classes = teacher_out.shape[1]
-        teacher_probs = _is_probabilities(teacher_out)
-        teacher_logits = _as_logits(teacher_out) if teacher_probs else teacher_out.astype(np.float32)
-        y = _labels(train, num_classes)
-
-        student = students.build(name, input_shape, num_classes)
-        try:
-            probe = np.asarray(student(x[:8], training=False))
-        except Exception as exc:  # the builder ignored input_shape, or a layer rejects it
-            raise ConversionError(
-                f"student {name!r} cannot take the teacher's input {input_shape}: {first_line(exc)}") from None
-        if probe.shape[1:] != teacher_out.shape[1:]:
-            raise ConversionError(
-                f"student {name!r} outputs shape {(None, *probe.shape[1:])} but the teacher {teacher.name} outputs "
-                f"{(None, *teacher_out.shape[1:])}: build the student with num_classes={num_classes} outputs"
-            )
-        student_probs = _is_probabilities(probe)
+        targets = _teacher_targets(teacher, x, train)
+        student, student_probs = _new_student(students, name, x, teacher, targets)
         log(f"distilled: teacher {teacher.name} ({teacher.count_params()} params, "
-            f"{'probabilities' if teacher_probs else 'logits'}) → student {name} ({student.count_params()} params), "
+            f"{'probabilities' if targets.probabilities else 'logits'}) → student {name} ({student.count_params()} params), "
             f"T={temperature:g}, alpha={alpha:g}")
-
-        optimizer = tf_keras.optimizers.Adam(params["learning_rate"])
-        variables = student.trainable_variables
-
-        @tf.function(reduce_retracing=True)
-        def step(xb: Any, yb: Any, tb: Any) -> Any:
-            with tf.GradientTape() as tape:
-                out = student(xb, training=True)
-                logits = tf.math.log(tf.maximum(out, _TINY)) if student_probs else out
-                loss = distillation_loss(yb, tb, logits, temperature, alpha)
-                total = loss + tf.add_n(student.losses) if student.losses else loss
-            optimizer.apply_gradients(zip(tape.gradient(total, variables), variables, strict=True))
-            hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(tb, -1)), tf.float32))
-            return loss, hits
-
-        rng = np.random.default_rng(SEED)
-        batch, epochs, n = params["batch_size"], params["epochs"], len(x)
-        epoch_loss = math.nan
-        for epoch in range(epochs):
-            order = rng.permutation(n)
-            total_loss, agree = 0.0, 0.0
-            for start in range(0, n, batch):
-                idx = order[start:start + batch]
-                loss, hits = step(x[idx], y[idx], teacher_logits[idx])
-                total_loss += float(loss) * len(idx)
-                agree += float(hits)
-            epoch_loss = total_loss / n
-            log(f"distilled: epoch {epoch + 1}/{epochs} loss={epoch_loss:.4f}, agreement with teacher={agree / n:.4f}")
+        step = _train_step(student, student_probs, params["learning_rate"], temperature, alpha)
+        epoch_loss = _train(step, x, targets, params, log)
         if not math.isfinite(epoch_loss):
             raise ConversionError(f"distilling into {name!r} diverged (loss {epoch_loss}): lower learning_rate")
 
-    if teacher_probs and not student_probs:
-        final = _with_output(student, input_shape, tf_keras.layers.Softmax(name="distilled_probs"), f"{name}_distilled")
-    elif student_probs and not teacher_probs:
-        to_logits = tf_keras.layers.Lambda(lambda p: tf.math.log(tf.maximum(p, _TINY)), name="distilled_logits")
-        final = _with_output(student, input_shape, to_logits, f"{name}_distilled")
-    else:
-        final = _with_output(student, input_shape, None, f"{name}_distilled")
+    final = _teacher_like(student, tuple(x.shape[1:]), name, targets.probabilities, student_probs)
     stats = {
         "student": name,
         "teacher_params": int(teacher.count_params()),
@@ -288,7 +336,7 @@ def _distill(teacher: Any, train: Dataset, params: dict[str, Any], log: Log,
         "final_loss": round(float(epoch_loss), 6),
         "temperature": temperature,
         "alpha": alpha,
-        "teacher_outputs": "probabilities" if teacher_probs else "logits",
+        "teacher_outputs": "probabilities" if targets.probabilities else "logits",
     }
     return final, stats
 

@@ -31,7 +31,9 @@ import numpy as np
 from .. import tfenv
 from ..dataset import Dataset
 from ..errors import ConversionError, DatasetError
-from ..models import SourceModel, _from_keras, _load_saved_model
+from ..models import SourceModel
+from ..models.keras import from_keras
+from ..models.saved_model import load_saved_model
 from ..signature import n_samples, take
 from . import Recipe, VariantRegistry
 from .training import Log
@@ -153,7 +155,7 @@ def _graphopt(model: Any, train: Dataset | None, params: dict[str, Any], log: Lo
     tf = tfenv.tensorflow()
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    source = model if isinstance(model, SourceModel) else _from_keras(model, getattr(model, "name", "model"), None)
+    source = model if isinstance(model, SourceModel) else from_keras(model, getattr(model, "name", "model"), None)
     fn, in_names, out_names = _inference_function(source)
     try:
         frozen = convert_variables_to_constants_v2(fn, lower_control_flow=False)
@@ -175,7 +177,7 @@ def _graphopt(model: Any, train: Dataset | None, params: dict[str, Any], log: Lo
     path = tempfile.mkdtemp(prefix="tfopt-graphopt-")
     try:
         _export(optimized, inputs, outputs, path)
-        result = _load_saved_model(path)
+        result = load_saved_model(path)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise

@@ -82,6 +82,10 @@ def _bias_params(layer: Any) -> int:
 
 
 # ---- rebuilding the graph -----------------------------------------------------------
+_Plans = dict[str, tuple[str, int, np.ndarray, np.ndarray]]
+"""Layer name → (kind, rank, first-half kernel in×r, second-half kernel r×out), the layers to split."""
+
+
 def _first_layer_name(entry: dict[str, Any]) -> str:
     return entry.get("name") or entry["config"]["name"]
 
@@ -137,7 +141,7 @@ def _graph_config(model: Any) -> dict[str, Any]:
     return copy.deepcopy(config)
 
 
-def _rebuild(model: Any, config: dict[str, Any], plans: dict[str, tuple[str, int, np.ndarray, np.ndarray]]) -> Any:
+def _rebuild(model: Any, config: dict[str, Any], plans: _Plans) -> Any:
     """``model`` (whose config is ``config``) with each planned layer split in two, weights copied and set."""
     import tf_keras
 
@@ -184,24 +188,11 @@ def _rebuild(model: Any, config: dict[str, Any], plans: dict[str, tuple[str, int
 
 
 # ---- the transform ---------------------------------------------------------------
-def _lowrank(model: Any, train: Dataset | None, params: dict[str, Any], log: Log) -> tuple[Any, dict[str, Any]]:
-    tfenv.tensorflow()
-    rank, energy = params["rank"], params["energy"]
-    if rank is None and energy is None:
-        energy = DEFAULT_ENERGY
-    if params["epochs"] > 0:
-        if train is None:
-            raise ConversionError("lowrank(epochs>0) fine-tunes the model but no training split was given")
-        require_training_data(train, "lowrank")
-    candidates = [(layer, kind) for layer in model.layers if (kind := _candidate(layer))]
-    if not candidates:
-        raise ConversionError(
-            f"{model.name} has no factorizable layers (Dense, 1x1 Conv2D): lowrank would change nothing; "
-            "use another variant"
-        )
-    config = _graph_config(model)
+def _plan(model: Any, candidates: list[tuple[Any, str]], config: dict[str, Any], rank: int | None,
+          energy: float | None, log: Log) -> tuple[_Plans, dict[str, dict[str, Any]], dict[str, str]]:
+    """Which candidate layers to split at which rank: (plans, per-layer stats, skipped layer → why)."""
     config_entries = {_first_layer_name(e): e for e in config["layers"]}
-    plans: dict[str, tuple[str, int, np.ndarray, np.ndarray]] = {}
+    plans: _Plans = {}
     per_layer: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
     for layer, kind in candidates:
@@ -235,6 +226,26 @@ def _lowrank(model: Any, train: Dataset | None, params: dict[str, Any], log: Log
             f"lowrank({setting}) makes no layer of {model.name} smaller ({'; '.join(f'{k}: {v}' for k, v in skipped.items())}): "
             "use a lower rank or energy"
         )
+    return plans, per_layer, skipped
+
+
+def _lowrank(model: Any, train: Dataset | None, params: dict[str, Any], log: Log) -> tuple[Any, dict[str, Any]]:
+    tfenv.tensorflow()
+    rank, energy = params["rank"], params["energy"]
+    if rank is None and energy is None:
+        energy = DEFAULT_ENERGY
+    if params["epochs"] > 0:
+        if train is None:
+            raise ConversionError("lowrank(epochs>0) fine-tunes the model but no training split was given")
+        require_training_data(train, "lowrank")
+    candidates = [(layer, kind) for layer in model.layers if (kind := _candidate(layer))]
+    if not candidates:
+        raise ConversionError(
+            f"{model.name} has no factorizable layers (Dense, 1x1 Conv2D): lowrank would change nothing; "
+            "use another variant"
+        )
+    config = _graph_config(model)
+    plans, per_layer, skipped = _plan(model, candidates, config, rank, energy, log)
     rebuilt = _rebuild(model, config, plans)
     if params["epochs"] > 0:
         fine_tune(rebuilt, train, stage="lowrank", epochs=params["epochs"], batch_size=params["batch_size"],

@@ -119,18 +119,43 @@ class _Candidate:
 
 
 def _search(source: SourceModel, calibration: Dataset, max_drop: float, plain: Artifact) -> Artifact:
-    tf = tfenv.tensorflow()
-    judge = _Judge(source, calibration)
-    rounds: list[dict[str, Any]] = []
-    candidates: list[_Candidate] = []
-    base_settings = dict(plain.metadata.get("settings", {}))
+    return _Search(source, calibration, max_drop, plain).run()
+
+
+class _Search:
+    """One accuracy-aware search: plain int8, then denylisting rounds, then the dynamic-range fallback.
+
+    Every stage records its candidate (``record``); ``rounds`` is what the metadata tells of them.
+    """
+
+    def __init__(self, source: SourceModel, calibration: Dataset, max_drop: float, plain: Artifact) -> None:
+        self.tf = tfenv.tensorflow()
+        self.source = source
+        self.calibration = calibration
+        self.max_drop = max_drop
+        self.plain = plain
+        self.judge = _Judge(source, calibration)
+        self.rounds: list[dict[str, Any]] = []
+        self.candidates: list[_Candidate] = []
+        self.base_settings = dict(plain.metadata.get("settings", {}))
+        self.ranking: list[Any] = []  # the debugger's first ranking, when the denylisting rounds ended normally
+
+    def run(self) -> Artifact:
+        met = self.record(self.plain.content, self.base_settings)
+        reason = None
+        if not met:
+            met, reason = self.denylist()
+        if not met:
+            self.fall_back(reason)
+        return self.artifact(_best(self.candidates, self.max_drop))
 
     def record(
-        content: bytes, settings: dict[str, str], floats: tuple[Any, ...] = (), fallback: str | None = None
+        self, content: bytes, settings: dict[str, str], floats: tuple[Any, ...] = (), fallback: str | None = None
     ) -> bool:
-        drop, value = judge.drop(content)
-        n = len(rounds)
-        rounds.append(
+        """Judge ``content`` as the next round; returns whether its drop is within budget."""
+        drop, value = self.judge.drop(content)
+        n = len(self.rounds)
+        self.rounds.append(
             {
                 "round": n,
                 "float_layers": [f"{r.label} ({r.op})" for r in floats],
@@ -140,82 +165,86 @@ def _search(source: SourceModel, calibration: Dataset, max_drop: float, plain: A
                 **({"fallback": fallback} if fallback else {}),
             }
         )
-        candidates.append(_Candidate(n, drop, content, settings, floats, fallback))
-        return drop <= max_drop
+        self.candidates.append(_Candidate(n, drop, content, settings, floats, fallback))
+        return drop <= self.max_drop
 
-    met = record(plain.content, base_settings)
-    ranking: list[Any] = []
-    reason = None
-    if not met:
+    def denylist(self) -> tuple[bool, str | None]:
+        """The denylisting rounds; returns (met, why they stopped short)."""
         try:
             with quiet():
-                debugger = open_debugger(source, calibration, debug_inputs(source, calibration, DEBUG_SAMPLES))
-                met, reason, ranking = _denylist_rounds(debugger, source, base_settings, record, tf)
+                debugger = open_debugger(
+                    self.source, self.calibration, debug_inputs(self.source, self.calibration, DEBUG_SAMPLES)
+                )
+                met, reason, self.ranking = self._denylist_rounds(debugger)
+                return met, reason
         except Exception as exc:  # the debugger failed: plain int8 and dynamic range remain
-            reason = f"QuantizationDebugger unavailable ({type(exc).__name__}: {first_line(exc, 160, empty='')})"
-    if not met:
-        dynamic = _build("dynamic")(source, None, {})
-        record(
+            return False, f"QuantizationDebugger unavailable ({type(exc).__name__}: {first_line(exc, 160, empty='')})"
+
+    def _denylist_rounds(self, debugger: Any) -> tuple[bool, str | None, list[Any]]:
+        """Float one more layer per round: the worst of the current ranking, re-ranked after each round
+        (a broken layer hides the error of the layers after it). Returns (met, why it stopped, first ranking)."""
+        first: list[Any] = []
+        floats: list[Any] = []
+        while True:
+            ranking = rank_layers(debugger, self.source)
+            first = first or ranking
+            chosen = {r.tensor for r in floats}
+            remaining = [
+                r for r in ranking if r.tensor not in chosen and math.isfinite(r.rmse_scale) and r.rmse_scale > 0
+            ]
+            if not remaining:
+                return False, f"{len(floats)} layers float, no quantized layer left with a measurable error", first
+            floats.append(remaining[0])
+            nodes = [r.tensor for r in floats]
+            try:
+                debugger.options = self.tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes)
+            except ValueError as exc:
+                # every quantized op denylisted: "Please check if the quantized model is in debug mode"
+                why = f"with {len(nodes)} layers float nothing is left to quantize ({first_line(exc, 160, empty='')})"
+                return False, why, first
+            settings = {**self.base_settings, "denylisted_nodes": repr(nodes)}
+            if self.record(debugger.get_nondebug_quantized_model(), settings, tuple(floats)):
+                return True, None, first
+            debugger.run()
+
+    def fall_back(self, reason: str | None) -> None:
+        """The last round: dynamic-range quantization, which keeps every activation float."""
+        dynamic = _build("dynamic")(self.source, None, {})
+        self.record(
             dynamic.content,
             dict(dynamic.metadata.get("settings", {})),
             fallback=f"dynamic-range quantization: {reason}",
         )
 
-    best = _best(candidates, max_drop)
-    selective = {
-        "max_drop": max_drop,
-        "met": bool(best.drop <= max_drop),
-        "drop": best.drop,
-        "metric": judge.metric,
-        "reference_top1": judge.reference,
-        "top1": rounds[best.round]["top1"],
-        "validation": f"calibration samples ({len(calibration)}, training split)",
-        "chosen_round": best.round,
-        "float_layers": [
-            {
-                "layer": r.layer,
-                "op": r.op,
-                "tensor": r.tensor,
-                "rmse_scale": r.rmse_scale,
-                "why": f"float from round {i + 1}: worst RMSE/scale ({r.rmse_scale:.2f}) of the layers still quantized",
-            }
-            for i, r in enumerate(best.floats)
-        ],
-        "fallback": best.fallback,
-        "rounds": rounds,
-        "ranking": [r.to_dict() for r in ranking[:10]],
-    }
-    return Artifact(
-        best.content,
-        {"variant": "int8", "converter": _converter_text(best), "settings": best.settings, "selective": selective},
-    )
-
-
-def _denylist_rounds(
-    debugger: Any, source: SourceModel, base_settings: dict[str, str], record: Any, tf: Any
-) -> tuple[bool, str | None, list[Any]]:
-    """Float one more layer per round: the worst of the current ranking, re-ranked after each round
-    (a broken layer hides the error of the layers after it). Returns (met, why it stopped, first ranking)."""
-    first: list[Any] = []
-    floats: list[Any] = []
-    while True:
-        ranking = rank_layers(debugger, source)
-        first = first or ranking
-        chosen = {r.tensor for r in floats}
-        remaining = [r for r in ranking if r.tensor not in chosen and math.isfinite(r.rmse_scale) and r.rmse_scale > 0]
-        if not remaining:
-            return False, f"{len(floats)} layers float, no quantized layer left with a measurable error", first
-        floats.append(remaining[0])
-        nodes = [r.tensor for r in floats]
-        try:
-            debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes)
-        except ValueError as exc:
-            # every quantized op denylisted: "Please check if the quantized model is in debug mode"
-            return False, f"with {len(nodes)} layers float nothing is left to quantize ({first_line(exc, 160, empty='')})", first
-        settings = {**base_settings, "denylisted_nodes": repr(nodes)}
-        if record(debugger.get_nondebug_quantized_model(), settings, tuple(floats)):
-            return True, None, first
-        debugger.run()
+    def artifact(self, best: _Candidate) -> Artifact:
+        """``best`` as the ``int8`` artifact, its ``selective`` metadata telling every round."""
+        selective = {
+            "max_drop": self.max_drop,
+            "met": bool(best.drop <= self.max_drop),
+            "drop": best.drop,
+            "metric": self.judge.metric,
+            "reference_top1": self.judge.reference,
+            "top1": self.rounds[best.round]["top1"],
+            "validation": f"calibration samples ({len(self.calibration)}, training split)",
+            "chosen_round": best.round,
+            "float_layers": [
+                {
+                    "layer": r.layer,
+                    "op": r.op,
+                    "tensor": r.tensor,
+                    "rmse_scale": r.rmse_scale,
+                    "why": f"float from round {i + 1}: worst RMSE/scale ({r.rmse_scale:.2f}) of the layers still quantized",
+                }
+                for i, r in enumerate(best.floats)
+            ],
+            "fallback": best.fallback,
+            "rounds": self.rounds,
+            "ranking": [r.to_dict() for r in self.ranking[:10]],
+        }
+        return Artifact(
+            best.content,
+            {"variant": "int8", "converter": _converter_text(best), "settings": best.settings, "selective": selective},
+        )
 
 
 def _best(candidates: list[_Candidate], max_drop: float) -> _Candidate:
@@ -241,4 +270,3 @@ def _classes(pred: np.ndarray) -> np.ndarray:
     if pred.ndim == 1 or pred.shape[-1] == 1:
         return (pred.reshape(len(pred)) > 0.5).astype(np.int64)
     return pred.argmax(axis=-1)
-

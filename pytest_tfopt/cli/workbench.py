@@ -1,4 +1,4 @@
-"""How commands reach the core: variant lists, TensorFlow settings and the workbench, loaded lazily."""
+"""How commands reach the workbench: variant and backend lists, TensorFlow settings and the workbench, loaded lazily."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def configure_tf(threads: int | None) -> None:
         tfenv.configure(tfenv.TfSettings(threads=threads))
 
 
-def workbench(args: argparse.Namespace, model: str, data: str | None, threads: int | None,
-              log: Callable[[str], None], latency: Any = None, backends: Any = None) -> Any:
+def open_workbench(args: argparse.Namespace, model: str, data: str | None, threads: int | None,
+                   log: Callable[[str], None], latency: Any = None, backends: Any = None) -> Any:
     """A :class:`~pytest_tfopt.workbench.Workbench` for ``model`` with the command's cache options."""
     from ..workbench import Workbench
 
