@@ -55,6 +55,9 @@ def _gates(group: Any) -> None:
     group.addoption("--tfopt-perf", choices=evaluate.PERF_MODES, default="enforce",
                     help="latency budgets: enforce (fail when broken), record (measure and report, never fail), "
                          "off (do not measure) (default: enforce)")
+    group.addoption("--tfopt-latency-max-s", type=float, default=None, metavar="SECONDS",
+                    help="the most one latency measurement may time, re-timing an undecided percentile included "
+                         "(default: 20; ini tfopt_latency_max_s): more time decides more p95/p99 budgets")
     group.addoption("--tfopt-inconclusive", choices=evaluate.INCONCLUSIVE_POLICIES, default=None,
                     help="a verdict whose interval straddles its budget: warn (shown INCONCLUSIVE, exit 0; the "
                          "default: the data cannot decide, which is not a regression), fail (the test fails: for "
@@ -86,6 +89,8 @@ def _outputs(group: Any) -> None:
 def _ini(parser: pytest.Parser) -> None:
     parser.addini("tfopt_model", "source model: .keras/.h5 file, SavedModel dir or .tflite (relative to the ini file)")
     parser.addini("tfopt_dataset", ".npz data set with x_train,y_train,x_test,y_test or x,y (relative to the ini file)")
+    parser.addini("tfopt_latency_max_s", "the most one latency measurement may time, seconds (default: 20)",
+                  default="20")
     parser.addini("tfopt_inconclusive", "warn, fail or pass: what an INCONCLUSIVE verdict does (default: warn)",
                   default="warn")
     parser.addini("tfopt_signature", "SavedModel / .tflite signature to test (default: serving_default)",

@@ -23,6 +23,7 @@ from .budgets import evaluate
 from .budgets import file as budgets_file
 from .cache import ArtifactCache, CacheStats
 from .errors import CacheError, TfoptError, UsageError
+from .measure.latency import LatencySettings
 from .outputs import check_writable, check_writable_dir
 from .variants import default_registry as default_variants
 from .variants import split_variants
@@ -71,6 +72,7 @@ class TfoptState:
         except CacheError as exc:
             raise UsageError(str(exc)) from None
         self.calibration_size = _int_ini(config, "tfopt_calibration_size")
+        self.latency = LatencySettings(max_time_s=_latency_cap(config))
         self.variants = default_variants()
         self.backends = default_backends()
         self.backends.register("serving", functools.partial(_serving_backend, opt.tfopt_serving_url,
@@ -145,7 +147,7 @@ class TfoptState:
             bench = Workbench(model, dataset, cache_dir=self.cache_dir, threads=self.threads, rebuild=self.rebuild,
                               calibration_size=self.calibration_size, variants=self.variants, backends=self.backends,
                               log=self.progress, signature=self.config.getini("tfopt_signature") or "serving_default",
-                              trust_shared=self.trust_shared)
+                              trust_shared=self.trust_shared, latency=self.latency)
             self._benches[key] = (model, dataset, bench)  # keep the objects alive so ids stay unique
         return self._benches[key][2]
 
@@ -205,6 +207,22 @@ def _serving_backend(url: str | None, timeout_s: float) -> Any:
 
 def _identity(value: Any) -> Any:
     return os.fspath(value) if isinstance(value, (str, os.PathLike)) else id(value)
+
+
+def _latency_cap(config: pytest.Config) -> float:
+    """``--tfopt-latency-max-s`` (else ini ``tfopt_latency_max_s``): seconds, more than the 0.5 s minimum time."""
+    raw = config.option.tfopt_latency_max_s
+    where = "--tfopt-latency-max-s" if raw is not None else "ini tfopt_latency_max_s"
+    if raw is None:
+        raw = config.getini("tfopt_latency_max_s") or "20"
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where} = {raw!r} is not a number of seconds: e.g. 20") from None
+    if not value >= LatencySettings.min_time_s or value == float("inf"):
+        raise UsageError(f"{where} = {raw!r}: give a finite number of seconds of at least "
+                         f"{LatencySettings.min_time_s:g} (the minimum time of one measurement)")
+    return value
 
 
 def _int_ini(config: pytest.Config, name: str) -> int:

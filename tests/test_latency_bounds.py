@@ -20,9 +20,42 @@ def test_order_statistic_ranks_match_the_binomial_tables():
 
 
 def test_too_few_runs_never_bound_a_high_percentile():
-    stats = LatencyStats.from_ns([1_000_000 + i for i in range(50)], 1)
-    assert stats.interval(95)[1] == math.inf and stats.runs_needed(95) == 72
+    values = np.random.default_rng(1).permutation([1_000_000 + 1000 * i for i in range(50)])  # no serial pattern
+    stats = LatencyStats.from_ns(list(values), 1)
+    assert stats.n_effective > 40
+    assert stats.interval(95)[1] == math.inf and stats.runs_needed(95) >= 72
     assert stats.interval(50)[1] < math.inf and stats.runs_needed(50) == 0
+
+
+def test_autocorrelated_runs_are_worth_fewer_independent_ones():
+    drift = LatencyStats.from_ns([1_000_000 + 1000 * i for i in range(400)], 1)  # a steady drift: one long trend
+    assert drift.n_effective < 10 and drift.runs_needed(50) > 400
+    rng = np.random.default_rng(2)
+    log = np.zeros(400)
+    for i in range(1, 400):  # AR(1), phi 0.8, on the log scale: bursts of slow runs
+        log[i] = 0.8 * log[i - 1] + rng.normal(0, 0.6)
+    bursty = LatencyStats.from_ns(list((np.exp(0.3 * log) * 1e6).astype(np.int64)), 1)
+    iid = LatencyStats.from_ns(list((rng.lognormal(0, 0.3, 400) * 1e6).astype(np.int64)), 1)
+    assert bursty.n_effective < 0.3 * 400 < 0.8 * 400 < iid.n_effective
+    lo_b, hi_b = bursty.interval(50)
+    lo_i, hi_i = iid.interval(50)
+    assert (hi_b - lo_b) / bursty.p50_ms > (hi_i - lo_i) / iid.p50_ms  # wider where the runs carry less
+
+
+def test_autocorrelated_p95_bounds_still_cover():
+    """AR(1) timings through the real code: the p95 upper bound misses the true p95 at most ~2.5 % (+ error)."""
+    rng = np.random.default_rng(3)
+    phi, sigma, n, runs = 0.8, 0.5, 200, 300
+    true_p95 = math.exp(sigma * 1.6448536269514722)
+    misses = 0
+    for _ in range(runs):
+        z = np.empty(n)
+        z[0] = rng.normal()
+        for i in range(1, n):
+            z[i] = phi * z[i - 1] + math.sqrt(1 - phi * phi) * rng.normal()
+        if LatencyStats.from_ns(list((np.exp(sigma * z) * 1e6).astype(np.int64)), 1).interval(95)[1] < true_p95:
+            misses += 1
+    assert misses / runs <= 0.025 + 3 * math.sqrt(0.025 * 0.975 / runs)
 
 
 def test_percentile_bounds_cover_at_their_level_on_seeded_lognormal_samples():
@@ -82,3 +115,24 @@ def test_an_undecided_latency_is_timed_again_with_enough_runs(bench):
     verdict = MaxLatency(1000.0, percentile=99).check(model, reference)  # any model is under a second
     assert verdict.passed is True  # decided after timing again: an unbounded p99 is never a PASS by itself
     assert model.measurements["latency_b1"].n >= 368
+
+
+@pytest.mark.parametrize(("args", "cap"), [((), 20.0), (("--tfopt-latency-max-s=3",), 3.0),
+                                           (("-o", "tfopt_latency_max_s=7.5"), 7.5)])
+def test_the_latency_time_cap_reaches_the_models(suite, args, cap):
+    result = suite(f"""
+import pytest
+
+@pytest.mark.tfopt_variants("int8")
+def test_it(optimized_model):
+    assert optimized_model.latency_settings.max_time_s == {cap}
+""", *args)
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("value", ["0.1", "inf", "soon"])
+def test_a_bad_latency_time_cap_is_a_usage_error(suite, value):
+    result = suite("def test_it():\n    pass\n", f"--tfopt-latency-max-s={value}" if value != "soon" else "-o",
+                   *(["tfopt_latency_max_s=soon"] if value == "soon" else []))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*tfopt_latency_max_s*" if value == "soon" else "*--tfopt-latency-max-s*"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from .stats import quantile_ranks, samples_for_upper_bound
+from .stats import effective_sample_size, quantile_ranks_dependent, samples_for_upper_bound
 
 PERCENTILES = (50, 90, 95, 99)
 BOOTSTRAP = 200
@@ -79,11 +80,15 @@ class LatencyStats:
     #: two-sided 95 % distribution-free intervals of the percentiles (order statistics), ms:
     #: {50: (lo, hi), 90: ..., 95: ..., 99: ...}; ``inf`` where too few runs bound it (see :meth:`runs_needed`)
     ci_ms: dict = field(default_factory=dict, compare=False)
+    #: what the ``n`` runs are worth as independent samples (autocorrelation; see
+    #: :func:`~pytest_tfopt.measure.stats.effective_sample_size`); the intervals use it. ``None``: ``n``.
+    n_effective: float | None = field(default=None, compare=False)
 
     def interval(self, p: float) -> tuple[float, float]:
         """The two-sided 95 % interval of the p-th percentile, ms (each side a one-sided 97.5 % bound).
 
-        Distribution-free: order statistics of the timed runs (:func:`~pytest_tfopt.measure.stats.quantile_ranks`).
+        Distribution-free: order statistics of the timed runs (:func:`~pytest_tfopt.measure.stats.quantile_ranks`),
+        at the ranks that ``n_effective`` independent runs would give (autocorrelated timings are worth fewer).
         The upper end is ``inf`` while there are too few runs to bound the percentile (p95: 72, p99: 368).
         """
         self.percentile(p)
@@ -102,24 +107,33 @@ class LatencyStats:
         return key[p]
 
     def runs_needed(self, p: float) -> int:
-        """Timed runs that bound the p-th percentile from above at 97.5 % one-sided (0 when ``n`` already does)."""
-        need = samples_for_upper_bound(p / 100)
-        return need if self.n < need else 0
+        """Timed runs that bound the p-th percentile from above at 97.5 % one-sided (0 when ``n`` already does).
+
+        Independent runs: p95 needs 72, p99 368; autocorrelated ones proportionally more (``n / n_effective``).
+        """
+        worth = (self.n_effective or self.n) / self.n if self.n else 1.0
+        need = math.ceil(samples_for_upper_bound(p / 100) / max(worth, 1e-3))
+        if self.n < need:
+            return need
+        if self.ci_ms.get(p, (0.0, 0.0))[1] == float("inf"):  # just short, after rounding the ranks outwards
+            return self.n + 1
+        return 0
 
     @classmethod
     def from_ns(cls, samples_ns: list[int], batch_size: int) -> LatencyStats:
         ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
         p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
         ordered = np.sort(ms)
+        n_effective = effective_sample_size(ms)  # in timing order: neighbours correlate
         ci = {}
         for p in PERCENTILES:
-            lower, upper = quantile_ranks(len(ms), p / 100)
+            lower, upper = quantile_ranks_dependent(len(ms), n_effective, p / 100)
             ci[p] = (float(ordered[lower - 1]) if lower else 0.0, float(ordered[upper - 1]) if upper else float("inf"))
         return cls(
             n=len(ms), batch_size=batch_size,
             p50_ms=float(p50), p90_ms=float(p90), p95_ms=float(p95), p99_ms=float(p99),
             mean_ms=float(ms.mean()), stdev_ms=float(statistics.stdev(ms)) if len(ms) > 1 else 0.0,
-            min_ms=float(ms.min()), max_ms=float(ms.max()), ci_ms=ci,
+            min_ms=float(ms.min()), max_ms=float(ms.max()), ci_ms=ci, n_effective=n_effective,
         )
 
 
