@@ -39,6 +39,7 @@ from .errors import CacheError
 BUILD_LOG = "builds.log"
 TMP_PREFIX = ".tmp-"
 _SUFFIX = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+_RECORD = re.compile(r"[a-z]+-[0-9a-f]{32}")
 _NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
@@ -240,6 +241,53 @@ class ArtifactCache:
                     pass
             raise
         return replace(artifact, path=data_path)
+
+    # ---- small records: what the cache knows about its inputs (a source file's identity, measurements) ----
+    def read_record(self, name: str) -> dict[str, Any] | None:
+        """The JSON document stored as ``name`` (``source-<key>``, ...), or ``None`` when absent.
+
+        Held to the same trust as artifacts (private directory, no links, signed in a shared cache); a damaged
+        or untrusted record is ignored with a warning, so its caller computes the value again.
+        """
+        path = self._record_path(name)
+        if not os.path.lexists(path):
+            return None
+        try:
+            self._trusted_file(path)
+            with open(path, encoding="utf-8") as fh:
+                entry = json.load(fh)
+            if not (isinstance(entry, dict) and entry.get("record") == name and isinstance(entry.get("doc"), dict)):
+                raise ValueError("not a record")
+        except _Untrusted as exc:
+            warnings.warn(f"pytest-tfopt: cache record {name} is not trusted ({exc}); computing it again",
+                          stacklevel=3)
+            return None
+        except (OSError, ValueError):
+            warnings.warn(f"pytest-tfopt: cache record {name} is damaged; computing it again", stacklevel=3)
+            return None
+        if self.trust_shared:
+            secret = security.secret()
+            expected = None if secret is None else security.signature(name, entry["doc"], b"", secret)
+            if expected is None or not hmac.compare_digest(str(entry.get("hmac", "")), expected):
+                return None  # a shared cache's records count only when signed with our secret
+        return entry["doc"]
+
+    def write_record(self, name: str, doc: dict[str, Any]) -> None:
+        """Store JSON-able ``doc`` as ``name`` (atomically, private); a disk error only costs the record."""
+        entry: dict[str, Any] = {"record": name, "doc": json.loads(json.dumps(doc, default=str))}
+        secret = security.secret()
+        if secret is not None:
+            entry["hmac"] = security.signature(name, entry["doc"], b"", secret)
+        try:
+            self.check()
+            _atomic_write(self._record_path(name), json.dumps(entry, sort_keys=True).encode())
+        except (OSError, CacheError) as exc:
+            warnings.warn(f"pytest-tfopt: cannot store cache record {name} ({exc})", stacklevel=3)
+
+    def _record_path(self, name: str) -> str:
+        if not _RECORD.fullmatch(name):
+            raise ValueError(f"bad record name {name!r}")
+        return os.path.join(self.root, name + ".record.json")
 
     def _log(self, key: str, artifact: Artifact) -> None:
         line = f"{time.time():.3f} pid={os.getpid()} key={key} variant={artifact.variant}\n"

@@ -62,6 +62,30 @@ class Signature:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: ``{"inputs": [[name, shape, dtype], ...], "outputs": [...]}`` (free axes as ``null``)."""
+        return {side: [[t.name, list(t.shape), t.dtype] for t in getattr(self, side)] for side in ("inputs", "outputs")}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Signature:
+        """The signature :meth:`to_dict` wrote; ``ValueError`` for anything else."""
+        def side(items: Any) -> tuple[TensorInfo, ...]:
+            out = []
+            for name, shape, dtype in items:
+                if not (isinstance(name, str) and isinstance(dtype, str) and isinstance(shape, list)
+                        and all(d is None or (isinstance(d, int) and d >= 0) for d in shape)):
+                    raise ValueError(f"not a tensor: {name!r}")
+                np.dtype(dtype)  # raises for an unknown dtype name
+                out.append(TensorInfo(name, tuple(shape), dtype))
+            if not out:
+                raise ValueError("no tensors")
+            return tuple(out)
+
+        try:
+            return cls(side(doc["inputs"]), side(doc["outputs"]))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a signature ({exc})") from None
+
     @property
     def input_names(self) -> list[str]:
         return [t.name for t in self.inputs]

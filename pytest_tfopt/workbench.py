@@ -27,7 +27,7 @@ from .cache import ArtifactCache, cache_key
 from .dataset import Dataset
 from .errors import BackendUnavailable, DatasetError, ModelLoadError
 from .measure.latency import LatencySettings
-from .models import DEFAULT_SIGNATURE, SourceModel, load_model
+from .models import DEFAULT_SIGNATURE, SourceModel, identity, load_model
 from .models.keras import from_keras
 from .runnable import RunnableModel
 from .security import user_cache_dir
@@ -67,6 +67,8 @@ class Workbench:
         self.latency_settings = latency or LatencySettings()
         self.log = log or _logger.info
         self._source: SourceModel | None = None
+        self._identity: SourceModel | None = None
+        self._record: str | None = None  # the cache record of the model file's identity (a path's only)
         self._dataset: Dataset | None = None
         self._runnables: dict[tuple[str, str], RunnableModel] = {}
 
@@ -77,7 +79,32 @@ class Workbench:
             if self._model_arg is None:
                 raise ModelLoadError("no model configured: set ini tfopt_model or override the tfopt_model fixture")
             self._source = load_model(self._model_arg, self.signature_key, self._data_dtypes())
+            if self._record_name() is not None and self._identity is None:
+                self.cache.write_record(self._record, identity.to_record(self._source))
         return self._source
+
+    @property
+    def identity(self) -> SourceModel:
+        """The source model's name, hash and signature — what cache keys and input checks need — read from the
+        cache's record of the model file when it has one, so a run whose artifacts are all cached never loads
+        the model (nor imports TensorFlow). Its ``model`` is ``None`` then: use :attr:`source` to build."""
+        if self._source is not None:
+            return self._source
+        if self._identity is None and self._record_name() is not None:
+            doc = self.cache.read_record(self._record)
+            try:
+                self._identity = None if doc is None else identity.from_record(doc, os.fspath(self._model_arg))
+            except ValueError:
+                warnings.warn(f"pytest-tfopt: cache record {self._record} is damaged; loading the model", stacklevel=2)
+        return self._identity if self._identity is not None else self.source
+
+    def _record_name(self) -> str | None:
+        """The cache record of a model given as a path (``None`` for in-memory models and unreadable paths)."""
+        if self._record is None and isinstance(self._model_arg, (str, os.PathLike)):
+            fingerprint = identity.file_fingerprint(os.fspath(self._model_arg))
+            if fingerprint is not None:
+                self._record = identity.record_name(fingerprint, self.signature_key)
+        return self._record
 
     def _data_dtypes(self) -> dict[Any, str]:
         """Input dtypes of the data by name (``None`` for one array): integer data is int32, else float32.
@@ -120,7 +147,7 @@ class Workbench:
         """The artifact of ``variant`` for ``backend``, from the cache or built now."""
         plan = self.variants.resolve(variant)
         be = self.backend(backend)
-        source = self.source
+        source = self.identity  # the model itself is loaded only if the artifact must be built
         spec, recipe = plan.precision
         params = plan.precision_params()
         refused = be.unsupported_reason(recipe.name, params)
@@ -158,7 +185,7 @@ class Workbench:
                 # deprecation warning is not about the user's code
                 warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated",
                                         category=UserWarning)
-                built_from, stages = self._transform(plan, source, train)
+                built_from, stages = self._transform(plan, self.source, train)
                 built = be.build(built_from, recipe, calibration, params)
             meta = {**built.metadata, **provenance, "stages": stages, "cache_key": key}
             return Artifact(built.content, meta, be.artifact_suffix)
@@ -190,7 +217,7 @@ class Workbench:
             runner = self.backend(backend).load(artifact, self.threads)
             eval_data = self._evaluation_or_none()
             if eval_data is not None:
-                self.source.check_inputs(eval_data.x, "evaluation data")
+                self.identity.check_inputs(eval_data.x, "evaluation data")
             self._runnables[memo] = RunnableModel(plan.id, backend, artifact, runner, eval_data, self.latency_settings,
                                                   open_runner=functools.partial(self.backend(backend).load, artifact))
         return self._runnables[memo]
