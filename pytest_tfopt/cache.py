@@ -37,6 +37,8 @@ from .artifact import Artifact
 from .errors import CacheError
 
 BUILD_LOG = "builds.log"
+#: the subdirectory of small JSON records (a model file's identity, ...)
+RECORDS = "records"
 TMP_PREFIX = ".tmp-"
 _SUFFIX = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _RECORD = re.compile(r"[a-z]+-[0-9a-f]{32}")
@@ -249,7 +251,11 @@ class ArtifactCache:
         Held to the same trust as artifacts (private directory, no links, signed in a shared cache); a damaged
         or untrusted record is ignored with a warning, so its caller computes the value again.
         """
-        path = self._record_path(name)
+        try:
+            path = self._record_path(name)
+        except CacheError as exc:
+            warnings.warn(f"pytest-tfopt: {exc}; computing record {name} again", stacklevel=3)
+            return None
         if not os.path.lexists(path):
             return None
         try:
@@ -280,14 +286,20 @@ class ArtifactCache:
             entry["hmac"] = security.signature(name, entry["doc"], b"", secret)
         try:
             self.check()
-            _atomic_write(self._record_path(name), json.dumps(entry, sort_keys=True).encode())
+            _atomic_write(self._record_path(name, create=True), json.dumps(entry, sort_keys=True).encode())
         except (OSError, CacheError) as exc:
             warnings.warn(f"pytest-tfopt: cannot store cache record {name} ({exc})", stacklevel=3)
 
-    def _record_path(self, name: str) -> str:
+    def _record_path(self, name: str, create: bool = False) -> str:
+        """``<root>/records/<name>.json``: apart from the artifact entries (``<key>.json``) they must not be taken for."""
         if not _RECORD.fullmatch(name):
             raise ValueError(f"bad record name {name!r}")
-        return os.path.join(self.root, name + ".record.json")
+        directory = os.path.join(self.root, RECORDS)
+        if security.is_link(directory):
+            raise CacheError(f"{directory} is a link: the cache never follows links (remove it)")
+        if create:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        return os.path.join(directory, name + ".json")
 
     def _log(self, key: str, artifact: Artifact) -> None:
         line = f"{time.time():.3f} pid={os.getpid()} key={key} variant={artifact.variant}\n"

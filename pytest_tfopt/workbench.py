@@ -79,8 +79,6 @@ class Workbench:
             if self._model_arg is None:
                 raise ModelLoadError("no model configured: set ini tfopt_model or override the tfopt_model fixture")
             self._source = load_model(self._model_arg, self.signature_key, self._data_dtypes())
-            if self._record_name() is not None and self._identity is None:
-                self.cache.write_record(self._record, identity.to_record(self._source))
         return self._source
 
     @property
@@ -190,7 +188,12 @@ class Workbench:
             meta = {**built.metadata, **provenance, "stages": stages, "cache_key": key}
             return Artifact(built.content, meta, be.artifact_suffix)
 
-        return self.cache.get_or_build(key, make)
+        artifact = self.cache.get_or_build(key, make)
+        if self._source is not None and self._identity is None and self._record_name() is not None:
+            # after a build that worked: a failed one leaves nothing in the cache, this record included
+            self._identity = self._source
+            self.cache.write_record(self._record, identity.to_record(self._source))
+        return artifact
 
     def _transform(self, plan: Plan, source: SourceModel, train: Dataset | None) -> tuple[SourceModel, list[dict]]:
         """Apply the plan's model-level transforms; returns the model to convert and per-stage stats."""

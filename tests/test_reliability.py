@@ -27,7 +27,7 @@ from filelock import FileLock, Timeout
 
 from pytest_tfopt import CacheError, Workbench
 from pytest_tfopt.artifact import Artifact
-from pytest_tfopt.cache import BUILD_LOG, ArtifactCache
+from pytest_tfopt.cache import BUILD_LOG, RECORDS, ArtifactCache
 
 ALLOWED_SUFFIXES = (".tflite", ".json", ".lock")
 posix_only = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals and resource limits")
@@ -41,8 +41,11 @@ ENV = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST"
 
 # ---- helpers ----------------------------------------------------------------------------------------------------
 def assert_clean(cache: Path) -> list[str]:
-    """The cache holds only complete entries: no temp files, every JSON beside bytes of its hash, no pickles."""
-    names = sorted(os.listdir(cache))
+    """The cache holds only complete entries: no temp files, every JSON beside bytes of its hash, no pickles;
+    its records (a model file's identity) are complete JSON records."""
+    names = sorted(n for n in os.listdir(cache) if n != RECORDS)
+    for name in os.listdir(cache / RECORDS) if (cache / RECORDS).is_dir() else []:
+        assert name.endswith(".json") and "record" in json.loads((cache / RECORDS / name).read_text()), name
     for name in names:
         assert name == BUILD_LOG or name.endswith(ALLOWED_SUFFIXES), f"unexpected file in the cache: {name}"
         content = (cache / name).read_bytes()
@@ -59,7 +62,8 @@ def assert_clean(cache: Path) -> list[str]:
 
 
 def entries(cache: Path) -> list[str]:
-    return sorted(n for n in os.listdir(cache) if not n.endswith(".lock"))
+    """The artifact entries and temp files (locks and the model identity records aside)."""
+    return sorted(n for n in os.listdir(cache) if not n.endswith(".lock") and n != RECORDS)
 
 
 def one_line(text: str) -> None:

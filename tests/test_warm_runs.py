@@ -51,7 +51,8 @@ def test_the_identity_record_is_read_back_and_follows_the_file_bytes(model_path,
     shutil.copy(model_path, model)
     cache = tmp_path / "cache"
     first = Workbench(model, data_path, cache_dir=cache, threads=1)
-    loaded = first.source  # loads and records the file's identity
+    first.build("fp32")  # loads the model and, once built, records the file's identity
+    loaded = first.source
     again = Workbench(model, data_path, cache_dir=cache, threads=1)
     known = again.identity
     assert known.model is None and again._source is None  # from the record: nothing loaded
@@ -66,9 +67,9 @@ def test_the_identity_record_is_read_back_and_follows_the_file_bytes(model_path,
 
 def test_a_damaged_identity_record_is_ignored_with_a_warning(model_path, data_path, tmp_path):
     cache = tmp_path / "cache"
-    Workbench(model_path, data_path, cache_dir=cache, threads=1).source  # noqa: B018 - records the identity
+    Workbench(model_path, data_path, cache_dir=cache, threads=1).build("fp32")  # records the identity
     bench = Workbench(model_path, data_path, cache_dir=cache, threads=1)
-    record = cache / f"{bench._record_name()}.record.json"
+    record = cache / "records" / f"{bench._record_name()}.json"
     entry = json.loads(record.read_text())
     entry["doc"]["signature"] = {"inputs": "garbage"}
     record.write_text(json.dumps(entry))

@@ -7,7 +7,7 @@ Latencies are ms, throughput samples/s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from ..measure.latency import LatencyStats, interleaved
@@ -47,8 +47,8 @@ class MaxLatency:
 
     def _measure(self, model: RunnableModel, settings: Any = None) -> tuple[LatencyStats, Any]:
         if self.concurrency > 1 or self.rate is not None:
-            load = model.under_load(self.concurrency, self.batch_size, self.mode, preprocess=self.preprocess,
-                              postprocess=self.postprocess, rate=self.rate)
+            load = model.under_load(self.concurrency, self.batch_size, self.mode, settings,
+                                    preprocess=self.preprocess, postprocess=self.postprocess, rate=self.rate)
             return load.latency, load
         return model.latency(self.batch_size, settings, mode=self.mode, preprocess=self.preprocess,
                              postprocess=self.postprocess), None
@@ -59,14 +59,13 @@ class MaxLatency:
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
         stats, load = self._measure(model)
-        if load is None and self._undecided(stats):
+        if self._undecided(stats):
             # adaptive: time again with enough runs to bound the percentile (p99 needs 368), or four times as many,
             # within the measurement's time cap; still undecided stays INCONCLUSIVE, never PASS
-            from dataclasses import replace
-
             s = model.latency_settings
             runs = min(s.max_runs, max(stats.runs_needed(self.percentile), 4 * stats.n))
-            stats, _ = self._measure(model, replace(s, min_runs=runs))
+            stats, again = self._measure(model, replace(s, min_runs=runs))
+            load = again if load is not None else None
         value = stats.percentile(self.percentile)
         ref_stats, ref_load = self._measure(reference)
         ref = ref_stats.percentile(self.percentile)
