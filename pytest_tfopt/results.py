@@ -91,6 +91,8 @@ def _timing_fields(row: dict[str, Any], m: dict[str, Any]) -> None:
             for field in ("p50", "p90", "p95", "p99", "mean", "stdev", "min", "max"):
                 row[f"{key}_{field}_ms"] = getattr(stats, f"{field}_ms")
             row[f"{key}_n"] = stats.n
+            for p, (lo, hi) in getattr(stats, "ci_ms", {}).items():  # the 95 % interval; None: not bounded
+                row[f"{key}_p{p}_ci_ms"] = [lo, hi if hi != float("inf") else None]
         if key.startswith("load_c"):  # latency under load: load_c{streams}_b{batch}[_r{rate}][_e2e]
             for field in ("p50", "p90", "p95", "p99", "mean", "max"):
                 row[f"{key}_{field}_ms"] = getattr(stats.latency, f"{field}_ms")

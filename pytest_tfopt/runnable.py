@@ -11,6 +11,7 @@ from .artifact import Artifact
 from .backends import Runner, default_registry
 from .dataset import Dataset
 from .errors import DatasetError, UsageError
+from .explain import SizeReport, explain_size
 from .measure import accuracy as acc
 from .measure.concurrency import measure as measure_closed_loop
 from .measure.concurrency import measure_open_loop, threads_per_stream
@@ -250,6 +251,11 @@ class RunnableModel:
         stats = self._under_load[key]
         self.measurements[load_key(concurrency, batch_size, mode, rate)] = stats
         return stats
+
+    def size_report(self, compressed: bool = False) -> SizeReport:
+        """Where this artifact's bytes go: by layer and tensor, by type, the float weights int8 would shrink
+        (bytes; see :func:`pytest_tfopt.explain.explain_size`). ``compressed``: what gzip makes of them."""
+        return explain_size(self, compressed=compressed)
 
     #: the name of :meth:`under_load` before 0.2 (kept so existing tests keep working)
     load = under_load

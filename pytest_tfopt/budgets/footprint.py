@@ -1,15 +1,29 @@
 """Footprint budgets: artifact size, compression, memory, and the sparsity and clusters transforms leave.
 
-Sizes are KB = 1024 bytes; memory is MiB.
+Sizes are KB = 1024 bytes; memory is MiB. A broken size or compression verdict carries, under its first line,
+where the artifact's bytes go (:func:`pytest_tfopt.explain.explain_size`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..explain import explain_size
 from ..runnable import RunnableModel
 from .verdict import Verdict, about, about_row
+
+
+def _explained(verdict: Verdict, model: RunnableModel, budget_bytes: float | None = None,
+               reference: RunnableModel | None = None, compressed: bool = False) -> Verdict:
+    """``verdict`` with the size explanation of ``model`` under its message when it is broken (else as is)."""
+    if verdict.passed is not False:
+        return verdict
+    report = explain_size(model, compressed=compressed)
+    ref = explain_size(reference) if reference is not None else None
+    text = report.summary(budget_bytes=budget_bytes, reference=ref)
+    return dataclasses.replace(verdict, message=f"{verdict.message}\n{text}")
 
 
 @dataclass(frozen=True)
@@ -21,7 +35,8 @@ class MaxSize:
     kind: ClassVar[str] = "footprint"
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
-        return self.judge(about(model), model.size_bytes / 1024, reference.size_bytes / 1024)
+        verdict = self.judge(about(model), model.size_bytes / 1024, reference.size_bytes / 1024)
+        return _explained(verdict, model, budget_bytes=self.limit_kb * 1024)
 
     def check_row(self, row: dict[str, Any]) -> Verdict | str:
         """The verdict from a result row's ``size_bytes``, or why it cannot be given."""
@@ -55,7 +70,10 @@ class MinCompression:
             ours, theirs = model.gzip_size_bytes, reference.gzip_size_bytes
         else:
             ours, theirs = model.size_bytes, reference.size_bytes
-        return self.judge(about(model), model.variant, ours, theirs)
+        verdict = self.judge(about(model), model.variant, ours, theirs)
+        if self.compressed:  # gzip shrinks the overhead too: no raw-size forecast or cap, what gzip recovered instead
+            return _explained(verdict, model, compressed=True)
+        return _explained(verdict, model, budget_bytes=theirs / self.ratio, reference=reference)
 
     def check_row(self, row: dict[str, Any]) -> Verdict | str:
         """The verdict from a result row's (gzip) size and fp32 reference size, or why it cannot be given."""

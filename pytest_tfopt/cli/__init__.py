@@ -1,4 +1,4 @@
-"""The ``tfopt`` command line: optimize, bench, compare and report without pytest.
+"""The ``tfopt`` command line: optimize, bench, compare, report and merge without pytest.
 
 A thin layer over the core (:class:`~pytest_tfopt.workbench.Workbench`, :mod:`~pytest_tfopt.baseline`,
 :mod:`~pytest_tfopt.budgets.file`, :mod:`~pytest_tfopt.budgets`, :mod:`~pytest_tfopt.report`); it never
@@ -12,7 +12,7 @@ atomically, so a failed run leaves none behind.
 Modules: :mod:`.parser` (options and help), :mod:`.console` (output streams, exit codes),
 :mod:`.files` (inputs checked, outputs written atomically), :mod:`.workbench` (reaching the workbench),
 and one module per command: :mod:`.optimize`, :mod:`.bench`, :mod:`.compare`,
-:mod:`.report`.
+:mod:`.report`, :mod:`.merge` (sharded runs' results documents as one).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .bench import BENCH_TEST, DEFAULT_BENCH_VARIANTS, DEFAULT_BENCH_VARIANTS_NO
 from .compare import cmd_compare
 from .console import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, Console, Progress, native_output_hidden
 from .files import write_atomic
+from .merge import cmd_merge
 from .optimize import cmd_optimize
 from .parser import DEFAULT_CACHE_DIR, DEFAULT_CALIBRATION_SIZE, build_parser
 from .report import cmd_report
@@ -37,7 +38,7 @@ __all__ = [
     "BENCH_TEST", "DEFAULT_BENCH_VARIANTS", "DEFAULT_BENCH_VARIANTS_NO_DATA", "DEFAULT_CACHE_DIR",
     "DEFAULT_CALIBRATION_SIZE", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "PROG",
     "Console", "Progress", "TfoptError", "UsageError", "build_parser", "cmd_bench", "cmd_compare",
-    "cmd_optimize", "cmd_report", "main",
+    "cmd_merge", "cmd_optimize", "cmd_report", "main",
 ]
 
 

@@ -16,6 +16,7 @@ from ..workbench import DEFAULT_CALIBRATION_SIZE
 from .bench import BENCH_TEST, DEFAULT_BENCH_VARIANTS, DEFAULT_BENCH_VARIANTS_NO_DATA, cmd_bench
 from .compare import cmd_compare
 from .console import EXIT_USAGE, PROG
+from .merge import cmd_merge
 from .optimize import cmd_optimize
 from .report import cmd_report
 
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _top_parser()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
     sub.required = True
-    for add_command in (_add_optimize, _add_bench, _add_compare, _add_report):
+    for add_command in (_add_optimize, _add_bench, _add_compare, _add_report, _add_merge):
         add_command(sub, common)
     return parser
 
@@ -100,7 +101,8 @@ def _top_parser() -> _Parser:
                "  tfopt optimize models/digits_cnn.h5 --variant int8 --calibration fixtures/digits.npz -o int8.tflite\n"
                "  tfopt bench models/digits_cnn.h5 --data fixtures/digits.npz --json head.json\n"
                "  tfopt compare base.json head.json --budgets tfopt-budgets.toml\n"
-               "  tfopt report head.json -o report.html --baseline base.json\n\n"
+               "  tfopt report head.json -o report.html --baseline base.json\n"
+               "  tfopt merge shard-*.json -o head.json\n\n"
                "exit codes: 0 ok, 1 failure (broken threshold, failed conversion, backend unavailable), "
                "2 usage error.\nRun 'tfopt COMMAND --help' for the options of each command.",
     )
@@ -215,6 +217,27 @@ def _add_report(sub: Any, common: argparse.ArgumentParser) -> None:
                    help=f"report to write, format by extension ({', '.join(FORMATS)}); repeatable (required)")
     p.add_argument("--baseline", metavar="BASE",
                    help="a results document to show changes against (default: none)")
+
+
+def _add_merge(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(
+        sub, common, "merge", cmd_merge,
+        summary="merge the results documents of sharded runs into one",
+        description="Merge the results documents of runs that each measured part of a suite (CI matrix shards, "
+                    "pytest-split groups, several machines) into one document that 'tfopt report', 'tfopt "
+                    "compare' and --tfopt-baseline read as one run's. Rows are keyed by (test, variant, backend): "
+                    "a key in two shards with different rows is an error. Shards measured on different hardware "
+                    "keep each row's hardware_id and every hardware block; then latency thresholds are skipped "
+                    "against the merged document. Shards from different commits get a note. See docs/sharding.md.",
+        example="tfopt merge shard-*.json -o run.json",
+    )
+    p.add_argument("shards", nargs="+", metavar="SHARD",
+                   help="the shards' results documents (.json, from --tfopt-report, --tfopt-save-baseline or "
+                        "'tfopt bench --json')")
+    p.add_argument("-o", "--output", required=True, metavar="PATH",
+                   help="where to write the merged document, never one of the SHARDs (required)")
+    p.add_argument("--require-same-commit", action="store_true",
+                   help="fail (exit 2) when the shards record different commits (default: off: a note)")
 
 
 def _model_argument(p: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """Reports of result rows, chosen by file extension.
 
 ``.json`` (everything, the results schema), ``.md`` (GitHub-flavoured), ``.html``
-(self-contained, inline SVG plots), ``.benchmark.json`` (pytest-benchmark format for
+(self-contained; Vega-Lite plots with the ``report`` extra), ``.benchmark.json`` (pytest-benchmark format for
 existing dashboards). Every file is written atomically (:func:`pytest_tfopt.files.write_atomic`).
 """
 

@@ -40,7 +40,7 @@ def render(doc: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
         base = bases.get(row_key(row))
         cells = [_cell(row, key, fmt, higher, base) for _, key, fmt, higher in COLUMNS]
         broken = [v["message"] for v in row.get("verdicts", []) if v["passed"] is False]
-        budgets = "<br>".join(m.replace("|", "\\|") for m in broken) or ", ".join(
+        budgets = "<br>".join(m.replace("|", "\\|").replace("\n", "<br>") for m in broken) or ", ".join(
             f"{v['budget']} ✓" for v in row.get("verdicts", [])) or "–"
         status = STATUS_ICONS[outcome(row)]
         if row.get("error"):

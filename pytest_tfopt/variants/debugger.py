@@ -85,8 +85,9 @@ def open_debugger(source: SourceModel, calibration: Dataset, debug_x: dict[str, 
     def dataset() -> Any:
         return ([debug_x[name][i : i + 1] for name in order] for i in range(n))
 
-    debugger = _debugger_class()(converter=converter, debug_dataset=dataset)
-    debugger.run()
+    with tfenv.native_output(replay=True):  # the converter's C++ log reaches the terminal only on failure
+        debugger = _debugger_class()(converter=converter, debug_dataset=dataset)
+        debugger.run()
     return debugger
 
 
@@ -94,7 +95,9 @@ def _input_order(source: SourceModel) -> list[str]:
     """Input names in the order a converted model lists its input tensors (the debugger's order)."""
 
     Interpreter, resolver = interpreter_class()
-    interp = Interpreter(model_content=source.converter().convert(),
+    with tfenv.native_output(replay=True):
+        content = source.converter().convert()
+    interp = Interpreter(model_content=content,
                          experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     names = [graph_name(d["name"]) for d in interp.get_input_details()]
     if sorted(names) != sorted(source.signature.input_names):

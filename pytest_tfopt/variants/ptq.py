@@ -60,22 +60,33 @@ def _build(variant: str) -> Any:
             return Artifact(source.content or b"", {"variant": variant, "source": "tflite file as given"})
         if calibration is not None:
             source.check_inputs(calibration.x, "calibration data")
-        converter = source.converter()
-        settings = configure(variant, converter, calibration, params, source.signature)
-        try:
-            content = converter.convert()
-        except (DatasetError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-            detail = next((ln.strip() for ln in lines if "error" in ln.lower()), lines[0] if lines else type(exc).__name__)
-            raise ConversionError(
-                f"TFLiteConverter could not build {variant} for {source.name}: {detail[:200]} "
-                "(try another variant, or check the model's ops are TFLite builtins)"
-            ) from None
+        # the converter prints to fd 2 (MLIR diagnostics, "fully_quantize: 0, ...") and warns: kept for a failure
+        with tfenv.native_output(replay=True) as log:
+            converter = source.converter()
+            settings = configure(variant, converter, calibration, params, source.signature)
+            try:
+                content = converter.convert()
+            except (DatasetError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                failure: Exception | None = exc
+            else:
+                failure = None
+        if failure is not None:
+            raise ConversionError(_failure_message(variant, source.name, failure, log)) from None
         return Artifact(content, {"variant": variant, "converter": "tf.lite.TFLiteConverter", "settings": settings})
 
     return build
+
+
+def _failure_message(variant: str, name: str, exc: BaseException, log: tfenv.NativeLog) -> str:
+    """One line: the converter's error, the remedy, then the last lines it printed (when any)."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    detail = next((ln.strip() for ln in lines if "error" in ln.lower()), lines[0] if lines else type(exc).__name__)
+    message = (f"TFLiteConverter could not build {variant} for {name}: {detail[:200]} "
+               "(try another variant, or check the model's ops are TFLite builtins)")
+    printed = log.tail()
+    return f"{message}; converter log: {printed}" if printed else message
 
 
 DESCRIPTIONS = {

@@ -94,7 +94,9 @@ class _Judge:
     def __init__(self, source: SourceModel, data: Dataset) -> None:
         self.data = data
         self._top1 = top1
-        reference = _predict(source.converter().convert(), data.x)
+        with tfenv.native_output(replay=True):  # the converter's C++ log reaches the terminal only on failure
+            content = source.converter().convert()
+        reference = _predict(content, data.x)
         if data.y is not None:
             self.metric = "top1"
             self.labels = data.y
