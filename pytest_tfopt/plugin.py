@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from . import fixtures, hookspecs, options, tfenv
+from . import fixtures, hookspecs, options, tfenv, xdist_groups
 from .budgets import MARKER_DOCS, PARSERS, parse_marker
 from .errors import TfoptError, UsageError, first_line
 from .fixtures import MODEL_FIXTURES, USED_MODELS, core_errors
@@ -109,6 +109,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             _check_budgets_have_a_model(item)
         except UsageError as exc:
             raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup``: one worker per tfopt variant and backend (:mod:`pytest_tfopt.xdist_groups`)."""
+    if config.getoption("dist", None) != "loadgroup" or STATE not in config.stash:
+        return None
+    return xdist_groups.make_scheduler(config, log, state_of(config).backend_names)
 
 
 def _check_budgets_have_a_model(item: pytest.Item) -> None:

@@ -64,3 +64,41 @@ def test_affinity(n):
         seen[record["worker"]] = tuple(record["cores"])
     assert set(seen) == {"gw0", "gw1"}
     assert not set(seen["gw0"]) & set(seen["gw1"])  # disjoint core sets
+
+
+def test_variant_group_is_read_from_the_node_id():
+    from pytest_tfopt.xdist_groups import variant_group
+
+    backends = ["tflite", "onnxruntime"]
+    assert variant_group("t.py::test_a[int8-tflite]", backends) == "int8-tflite"
+    assert variant_group("t.py::test_a[pruned(sparsity=0.5)+int8-onnxruntime-3]", backends) == \
+        "pruned(sparsity=0.5)+int8-onnxruntime"
+    assert variant_group("t.py::test_a[3]", backends) is None and variant_group("t.py::test_a", backends) is None
+    assert variant_group("t.py::test_a[tflite]", backends) is None  # a backend alone names no variant
+
+
+def test_loadgroup_sends_each_variant_to_one_worker(pytester, tmp_path, model_path, data_path):
+    """``--dist loadgroup``: the tests of one (variant, backend) run on one worker, which alone builds/loads it."""
+    pytester.makeini(f"[pytest]\ntfopt_model = {model_path}\ntfopt_dataset = {data_path}\n")
+    pytester.makepyfile(
+        """
+import json, os
+import pytest
+
+@pytest.mark.tfopt_variants("int8", "float16")
+@pytest.mark.parametrize("n", range(3))
+def test_variant(optimized_model, n):
+    with open(f"seen-{optimized_model.variant}-{n}.json", "w") as fh:
+        json.dump(os.environ.get("PYTEST_XDIST_WORKER"), fh)
+
+@pytest.mark.parametrize("n", range(4))
+def test_plain(n):
+    pass
+"""
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider",
+                                           f"--tfopt-cache-dir={tmp_path / 'cache'}", "--tfopt-threads=1")
+    result.assert_outcomes(passed=10)
+    for variant in ("int8", "float16"):
+        workers = {json.loads((pytester.path / f"seen-{variant}-{n}.json").read_text()) for n in range(3)}
+        assert len(workers) == 1, (variant, workers)  # all three tests of the variant on one worker
