@@ -218,6 +218,6 @@ def test_throughput_broken(optimized_model):
     )
     result.assert_outcomes(passed=2, failed=2)
     result.stdout.fnmatch_lines([
-        "min_speedup(1000, reference='fp32') broken: int8 on tflite: *x [[]*, *[]] over fp32 (* ms -> * ms, 12 interleaved rounds) < budget 1000x",
+        "min_speedup(1000, reference='fp32') broken: int8 on tflite: *x [[]*, *[]] over fp32 (* ms -> * ms, 12 interleaved rounds) < budget 1000x (two-sided 95 % interval: each end a one-sided 97.5 % bound)",
     ])
-    result.stdout.fnmatch_lines(["min_throughput(1e+12, batch_size=8) broken: int8 on tflite: * samples/s [[]*[]] (fp32 *) < budget 1e+12"])
+    result.stdout.fnmatch_lines(["min_throughput(1e+12, batch_size=8) broken: int8 on tflite: * samples/s [[]*[]] (fp32 *) < budget 1e+12 (two-sided 95 % interval: each end a one-sided 97.5 % bound)"])

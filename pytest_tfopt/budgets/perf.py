@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from ..measure.latency import LatencyStats, interleaved
 from ..runnable import RunnableModel, load_key
-from .verdict import Verdict, about, about_row, op, word
+from .verdict import INTERVAL_LEVEL, Verdict, about, about_row, op, word
 
 
 def decide(point: bool, surely_holds: bool, surely_broken: bool) -> bool | None:
@@ -112,7 +112,7 @@ class MaxLatency:
             args += f", rate={self.rate:g}" if self.rate is not None else ""
         text = (
             f"max_latency_ms({args}) {word(passed)}: {who}: p{self.percentile} {value:.3f} ms{shown}{context} "
-            f"{op(passed, '<=', '>')} budget {self.limit_ms:g} ms"
+            f"{op(passed, '<=', '>')} budget {self.limit_ms:g} ms{INTERVAL_LEVEL if interval is not None else ''}"
         )
         detail = ", ".join(([self.mode] if self.mode != "invoke" else []) +
                            ([f"concurrency={self.concurrency}"] if self.concurrency != 1 else []) +
@@ -139,6 +139,7 @@ class MinThroughput:
         text = (
             f"min_throughput({self.limit:g}, batch_size={self.batch_size}) {word(passed)}: {about(model)}: "
             f"{value:.0f} samples/s [{low:.0f}, {high:.0f}] (fp32 {ref:.0f}) {op(passed, '>=', '<')} budget {self.limit:g}"
+            f"{INTERVAL_LEVEL}"
         )
         return Verdict(self.marker, passed, value, ref, self.limit, text)
 
@@ -165,5 +166,6 @@ class MinSpeedup:
             f"min_speedup({self.ratio:g}, reference={self.reference_variant!r}) {word(passed)}: {about(model)}: "
             f"{s.ratio:.2f}x [{s.low:.2f}, {s.high:.2f}] over {reference.variant} ({s.reference_ms:.3f} ms -> "
             f"{s.variant_ms:.3f} ms, {s.rounds} interleaved rounds) {op(passed, '>=', '<')} budget {self.ratio:g}x"
+            f"{INTERVAL_LEVEL}"
         )
         return Verdict(self.marker, passed, s.ratio, s.reference_ms, self.ratio, text)

@@ -43,3 +43,7 @@ def word(passed: bool | None) -> str:
 def op(passed: bool | None, good: str, bad: str) -> str:
     """The comparison a message shows: ``good`` when it holds, ``bad`` when broken, ``~`` when inconclusive."""
     return {True: good, False: bad, None: "~"}[passed]
+
+
+#: what a timing verdict's interval is, said at the end of its message
+INTERVAL_LEVEL = " (two-sided 95 % interval: each end a one-sided 97.5 % bound)"
