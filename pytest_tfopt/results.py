@@ -18,6 +18,10 @@ from .runnable import RunnableModel
 #: row fields CI systems show as JUnit properties
 JUNIT_FIELDS = ("accuracy", "accuracy_drop", "size_bytes", "gzip_size_bytes", "compression_ratio",
                 "latency_b1_p50_ms", "latency_b1_p95_ms")
+#: artifact settings a row repeats under ``quantization``: what decides an int8 model's accuracy on its backend
+#: (NNCF's overflow fix on openvino, ONNX Runtime's 7-bit weights, what an accuracy-aware search kept float)
+QUANTIZATION_SETTINGS = ("quantizer", "preset", "per_channel", "reduce_range", "overflow_fix", "max_drop",
+                         "float_ops", "denylisted_nodes")
 
 
 def result_row(test: str, model: RunnableModel, reference: RunnableModel | None, verdicts: list[Verdict],
@@ -37,6 +41,7 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
         "xnnpack_fallback": model.runner.info.get("xnnpack_fallback"),
         "runtime": model.runner.info.get("runtime"),
         "versions": model.artifact.metadata.get("versions"),
+        "quantization": _quantization(model.artifact.metadata.get("settings")),
         "hardware_id": hardware_id(),  # the report's "hardware" block holds what it stands for
         "calibration_hash": model.artifact.metadata.get("calibration_hash"),
         "calibration_size": model.artifact.metadata.get("calibration_size"),  # samples actually used
@@ -60,6 +65,12 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
     if reference is not None:
         _reference_fields(row, model, reference, outputs)
     return row
+
+
+def _quantization(settings: Any) -> dict[str, Any] | None:
+    """The :data:`QUANTIZATION_SETTINGS` the artifact recorded (``None`` when it recorded none, e.g. fp32)."""
+    chosen = {k: settings[k] for k in QUANTIZATION_SETTINGS if isinstance(settings, dict) and k in settings}
+    return chosen or None
 
 
 def _drop(metric: Any, reference: float, value: float) -> float:

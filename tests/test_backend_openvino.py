@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("openvino")
 
-from pytest_tfopt import BackendUnavailable, ConversionError, Workbench  # noqa: E402
+from pytest_tfopt import BackendUnavailable, ConversionError, Dataset, Workbench  # noqa: E402
 from pytest_tfopt.backends import default_registry as default_backends  # noqa: E402
 from pytest_tfopt.backends import openvino as ov_backend  # noqa: E402
 from pytest_tfopt.backends._archive import unpack  # noqa: E402
@@ -194,11 +194,102 @@ def test_int8_without_nncf_skips_with_the_install_command(wb, monkeypatch):
         wb.build("int8", "openvino")
 
 
-@pytest.mark.parametrize("variant", ["int16x8", "dynamic", "int8(max_drop=0.01)"])
+@pytest.mark.parametrize("variant", ["int16x8", "dynamic"])
 def test_refuses_what_it_cannot_realize(wb, variant):
-    name = variant.split("(")[0]
-    with pytest.raises(BackendUnavailable, match=rf"variant '{name}.*' is not available on backend 'openvino'.*use tflite"):
+    with pytest.raises(BackendUnavailable, match=rf"variant '{variant}' is not available on backend 'openvino'.*use tflite"):
         wb.build(variant, "openvino")
+
+
+# ---- int8(max_drop=...): NNCF's accuracy control ------------------------------------------------
+needs_nncf = pytest.mark.skipif(not HAS_NNCF, reason="nncf is not installed: pip install nncf")
+
+
+def _dead_unit_bench(cache, labelled: bool = True) -> Workbench:
+    """tf_keras features(8) -> split: relu([x, -x, dead unit]) -> sensitive: softmax(3), whose weight row for the
+    dead unit (always 0) is 1e4. Its per-channel int8 weight scale is then ~79 and every useful weight (|w| ~ 1)
+    rounds to 0, so plain int8 falls to about chance while fp32 is exact (labels are fp32's classes)."""
+    import tf_keras
+
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(8, 3)).astype(np.float32)
+    dense = tf_keras.layers.Dense
+    model = tf_keras.Sequential([tf_keras.Input((8,), name="features"), dense(17, activation="relu", name="split"),
+                                 dense(3, activation="softmax", name="sensitive")], name="dead_unit")
+    model.layers[0].set_weights([np.hstack([np.eye(8), -np.eye(8), np.zeros((8, 1))]), np.r_[np.zeros(16), -1.0]])
+    model.layers[1].set_weights([np.vstack([w, -w, np.full((1, 3), 1e4)]), np.zeros(3)])
+    x = rng.normal(size=(600, 8)).astype(np.float32)
+    y = (x @ w).argmax(1) if labelled else None
+    data = Dataset.from_arrays(x[:400], None if y is None else y[:400], x_test=x[400:],
+                               y_test=None if y is None else y[400:])
+    return Workbench(model, data, cache_dir=cache, threads=1)
+
+
+@pytest.fixture(scope="module")
+def dead_unit(tmp_path_factory, preloaded_runtimes) -> Workbench:
+    return _dead_unit_bench(tmp_path_factory.mktemp("dead-unit"))
+
+
+@needs_nncf
+def test_max_drop_met_by_plain_int8_is_plain_int8(wb):
+    model = wb.runnable("int8(max_drop=0.5)", "openvino")
+    selective = model.artifact.metadata["selective"]
+    assert selective["met"] is True and selective["chosen_round"] == 0 and selective["float_layers"] == []
+    assert [r["round"] for r in selective["rounds"]] == [0] and selective["metric"] == "top1"
+    assert selective["validation"] == "calibration samples (200, training split)"
+    assert selective["quantized_ops"] >= 4  # two convolutions and two matrix products
+    plain = wb.build("int8", "openvino")
+    assert model.artifact.content == plain.content and model.info["settings"] == plain.metadata["settings"]
+    assert model.info["converter"] == "openvino.convert_model + nncf.quantize"
+
+
+@needs_nncf
+def test_max_drop_keeps_the_sensitive_layer_float(dead_unit):
+    """Measured: plain int8 0.43 on the test split, int8(max_drop=0.05) 0.97 (fp32 1.0); floating ``sensitive``
+    alone leaves a drop of 0.04 on the calibration samples (the quantized input moves samples near a boundary)."""
+    plain, reference = dead_unit.runnable("int8", "openvino"), dead_unit.reference("openvino").evaluate()
+    model = dead_unit.runnable("int8(max_drop=0.05)", "openvino")
+
+    selective = model.artifact.metadata["selective"]
+    assert selective["met"] is True and selective["drop"] <= 0.05 and selective["chosen_round"] == 1
+    assert selective["rounds"][0]["drop"] > 0.3 and selective["reference_top1"] == 1.0
+    assert selective["quantized_ops"] == 2
+    (only,) = selective["float_layers"]
+    assert only["layer"] == "dead_unit/sensitive/MatMul" and only["op"] == "MatMul"
+    assert "quantize_with_accuracy_control" in only["why"]
+    settings = model.info["settings"]
+    assert settings["quantizer"] == "nncf.quantize_with_accuracy_control" and settings["max_drop"] == "0.05"
+    assert settings["float_ops"] == repr([only["node"]])
+    assert model.info["converter"] == "openvino.convert_model + nncf.quantize_with_accuracy_control"
+    # the name is the artifact's own; that op reads float data there, the other matrix product stays int8
+    ir = dead_unit.backend("openvino").core.read_model(*_ir_parts(model.artifact.content))
+    assert only["node"] in {op.get_friendly_name() for op in ir.get_ops()}
+    assert list(ov_backend.quantized_ops(ir).values()) == ["MatMul"] and only["node"] not in ov_backend.quantized_ops(ir)
+    # better on the evaluation split too, which the search never saw
+    assert reference - model.evaluate() < 0.1 < 0.3 < reference - plain.evaluate()
+
+
+@needs_nncf
+def test_max_drop_without_labels_judges_agreement_with_fp32(tmp_path, preloaded_runtimes):
+    model = _dead_unit_bench(tmp_path, labelled=False).runnable("int8(max_drop=0.05)", "openvino")
+    selective = model.artifact.metadata["selective"]
+    assert selective["metric"] == "top1 agreement with fp32" and selective["reference_top1"] == 1.0
+    assert selective["met"] is True and selective["float_layers"]
+
+
+def test_max_drop_refuses_several_outputs(tmp_path, model_path, data_path):
+    bench = Workbench(str(model_path.parent / "diabetes_multitask.keras"), str(data_path.parent / "diabetes.npz"),
+                      cache_dir=tmp_path, threads=1)
+    with pytest.raises(ConversionError, match=r"int8\(max_drop=\.\.\.\) on .*\(2 outputs\) is not supported on "
+                       r"backend 'openvino'.*use plain int8 with per-output budgets"):
+        bench.build("int8(max_drop=0.01)", "openvino")
+
+
+def test_max_drop_is_refused_where_no_search_exists():
+    backends = default_backends()
+    reason = backends.get("onnxruntime").unsupported_reason("int8", {"max_drop": 0.01})
+    assert "not available on backend 'onnxruntime'" in reason and "NNCF's accuracy control (openvino)" in reason
+    openvino = backends.get("openvino")
+    assert openvino.unsupported_reason("int8", {"max_drop": 0.01}) == openvino.unsupported_reason("int8", {})
 
 
 def test_tflite_and_saved_model_sources(wb, tf_fp32, tmp_path, shared_cache, data_path):

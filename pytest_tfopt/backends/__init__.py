@@ -94,11 +94,14 @@ class Backend:
 
 
 def tflite_only_reason(backend: str, variant: str, params: dict[str, Any] | None) -> str | None:
-    """Why ``variant`` with ``params`` needs the TFLite toolchain (``int8(max_drop=...)``), else ``None``."""
-    if variant == "int8" and (params or {}).get("max_drop") is not None:
+    """Why ``variant`` with ``params`` cannot be built on ``backend`` for want of an accuracy-aware search
+    (``int8(max_drop=...)``: TFLite's QuantizationDebugger layer search on ``tflite``, NNCF's
+    ``quantize_with_accuracy_control`` on ``openvino``), else ``None``."""
+    if variant == "int8" and (params or {}).get("max_drop") is not None and backend not in ("tflite", "openvino"):
         return (
             f"variant 'int8(max_drop=...)' is not available on backend {backend!r}: the layer search uses "
-            "TFLite's QuantizationDebugger; use tflite, or plain int8 here"
+            "TFLite's QuantizationDebugger (tflite) or NNCF's accuracy control (openvino); use one of those, "
+            "or plain int8 here"
         )
     return None
 

@@ -22,7 +22,9 @@ under ``tfopt/inference_precision`` and passed explicitly at compile time):
   reads the hint back after compiling and refuses a mismatch;
 * ``int8``: NNCF post-training quantization (``nncf.quantize``, ``PERFORMANCE`` preset:
   symmetric int8 weights and activations, CPU target, fast bias correction) calibrated on the calibration samples, hint ``f32`` for the layers
-  that stay float. Needs ``pip install nncf``.
+  that stay float. Needs ``pip install nncf``. ``int8(max_drop=0.01)``: the same, unless its top-1 drop on the
+  calibration samples breaks the budget; then ``nncf.quantize_with_accuracy_control`` reverts the ops that cost
+  most to float until it holds (the artifact's ``selective`` metadata names them; one class output only).
 
 Anything else raises :class:`~pytest_tfopt.errors.BackendUnavailable` naming the variant.
 Running: CPU device, ``INFERENCE_NUM_THREADS`` = the ``--tfopt-threads`` value,
@@ -61,6 +63,7 @@ from .openvino_convert import (
     OVERFLOW_FIX_MODES,
     RT_PRECISION,
     XML,
+    Top1Judge,
     build_ir,
     canonicalize,
     error_message,
@@ -69,6 +72,8 @@ from .openvino_convert import (
     port_name,
     port_names,
     quantize_int8,
+    quantize_int8_within,
+    quantized_ops,
     serialize,
     to_openvino,
     unconverted_ops,
@@ -77,9 +82,10 @@ from .openvino_convert import (
 __all__ = [
     "BIN", "CAPABILITIES", "DEVICE", "ELSEWHERE", "HARDWARE", "HINTS", "INSTALL", "OVERFLOW_FIX_ENV",
     "OVERFLOW_FIX_MODES", "PRECISIONS", "RT_PRECISION", "XML",
-    "OpenVINOBackend", "OpenVINORunner",
+    "OpenVINOBackend", "OpenVINORunner", "Top1Judge",
     "build_ir", "canonicalize", "cpu_capabilities", "error_message", "nncf_available", "overflow_fix", "port_feed",
-    "port_name", "port_names", "quantize_int8", "serialize", "to_openvino", "unconverted_ops",
+    "port_name", "port_names", "quantize_int8", "quantize_int8_within", "quantized_ops", "serialize", "to_openvino",
+    "unconverted_ops",
 ]
 
 PRECISIONS = ("fp32", "bf16", "float16", "int8")
@@ -254,12 +260,12 @@ class OpenVINOBackend(Backend):
 
     def convert(self, source: SourceModel, recipe: Any, calibration: Any, params: dict[str, Any]) -> Artifact:
         precision = recipe.name
-        content, settings = build_ir(source, precision, calibration)
-        converter = "openvino.convert_model" + (" + nncf.quantize" if precision == "int8" else "")
+        max_drop = params.get("max_drop") if precision == "int8" else None
+        content, metadata = build_ir(source, precision, calibration, max_drop)
+        quantizer = metadata["settings"].get("quantizer")
+        converter = "openvino.convert_model" + (f" + {quantizer}" if quantizer else "")
         return Artifact(
-            content,
-            {"variant": precision, "converter": converter, "settings": settings, "format": "zip"},
-            self.artifact_suffix,
+            content, {"variant": precision, "converter": converter, **metadata, "format": "zip"}, self.artifact_suffix
         )
 
     def load(self, artifact: Artifact, threads: int) -> OpenVINORunner:

@@ -9,6 +9,9 @@ What lives here is everything between a :class:`~pytest_tfopt.models.SourceModel
 * :func:`quantize_int8`: NNCF post-training quantization (``PERFORMANCE`` preset, CPU target, fast
   bias correction) on the calibration samples, fed by input name (:func:`port_feed`), with the
   overflow fix of :func:`overflow_fix` (``$TFOPT_OPENVINO_OVERFLOW_FIX``);
+* :func:`quantize_int8_within`: ``int8(max_drop=...)``, plain int8 unless its top-1 drop on the calibration
+  samples (:class:`Top1Judge`) breaks ``max_drop``, then NNCF's ``quantize_with_accuracy_control``, which
+  reverts the ops that cost most to float (:func:`quantized_ops` says which ones stayed int8);
 * :func:`serialize`: the IR (float32 weights) in a deterministic zip, node names renumbered by graph
   position and the temporary input path dropped (:func:`canonicalize`), the inference-precision hint
   in its ``rt_info``; :func:`build_ir` runs the three for one precision;
@@ -23,7 +26,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,7 @@ import numpy as np
 from ..dataset import Dataset
 from ..errors import BackendUnavailable, ConversionError, DatasetError, UsageError
 from ..hardware import cpu_has_vnni
+from ..measure.accuracy import top1_correct
 from ..models import SourceModel
 from ..signature import Batch
 from ._archive import pack
@@ -58,7 +62,6 @@ def unconverted_ops(exc: BaseException) -> list[str]:
     ops = [op.strip() for m in _UNCONVERTED.finditer(text) for op in m.group(1).split(",")]
     ops += _FAILED_OP.findall(text)
     return sorted({op for op in ops if op})
-
 
 
 def to_openvino(source: SourceModel) -> tuple[Any, dict[str, str]]:
@@ -166,6 +169,42 @@ def overflow_fix() -> str:
     return "first_layer" if cpu_has_vnni() else "enable"
 
 
+def _batch(model: Any) -> int:
+    """The model's fixed batch size, 1 when its batch axis is free."""
+    shape = model.inputs[0].get_partial_shape()
+    return shape[0].get_length() if shape.rank.is_static and shape[0].is_static else 1
+
+
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    """NNCF's log below ERROR and its rich progress bars (drawn on stdout whatever the log level) silenced."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _nncf_options(model: Any, calibration: Dataset | None) -> tuple[list[Any], dict[str, Any], Any, str]:
+    """The calibration items, the options both NNCF entry points take (preset, device, subset, bias correction),
+    the ``AdvancedQuantizationParameters`` holding the overflow fix, and that fix (:func:`overflow_fix`)."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    if calibration is None or len(calibration) == 0:
+        raise DatasetError(
+            "int8 needs calibration data but the calibration set is empty: give tfopt_dataset training samples"
+        )
+    items = _calibration_items(port_feed(model, calibration.x), _batch(model))
+    fix = overflow_fix()
+    options = {"preset": nncf.QuantizationPreset.PERFORMANCE, "target_device": nncf.TargetDevice.CPU,
+               "subset_size": len(items), "fast_bias_correction": True}
+    return items, options, AdvancedQuantizationParameters(overflow_fix=getattr(OverflowFix, OVERFLOW_FIX_MODES[fix])), fix
+
+
 def quantize_int8(model: Any, calibration: Dataset | None, settings: dict[str, str]) -> Any:
     """``model`` after NNCF post-training int8 quantization on ``calibration``.
 
@@ -174,35 +213,134 @@ def quantize_int8(model: Any, calibration: Dataset | None, settings: dict[str, s
     :func:`overflow_fix`.
     """
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-    if calibration is None or len(calibration) == 0:
-        raise DatasetError(
-            "int8 needs calibration data but the calibration set is empty: give tfopt_dataset training samples"
-        )
-    shape = model.inputs[0].get_partial_shape()
-    batch = shape[0].get_length() if shape.rank.is_static and shape[0].is_static else 1
-    items = _calibration_items(port_feed(model, calibration.x), batch)
-    fix = overflow_fix()
-    advanced = AdvancedQuantizationParameters(overflow_fix=getattr(OverflowFix, OVERFLOW_FIX_MODES[fix]))
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:  # NNCF draws rich progress bars on stdout whatever the log level
-        with contextlib.redirect_stdout(io.StringIO()):
-            quantized = nncf.quantize(
-                model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
-                target_device=nncf.TargetDevice.CPU, subset_size=len(items), fast_bias_correction=True,
-                advanced_parameters=advanced,
-            )
-    finally:
-        logger.setLevel(level)
+    items, options, advanced, fix = _nncf_options(model, calibration)
+    with _quiet_nncf():
+        quantized = nncf.quantize(model, nncf.Dataset(items), advanced_parameters=advanced, **options)
     settings.update(
         quantizer="nncf.quantize", preset="PERFORMANCE (symmetric int8 weights per channel and activations)",
         target_device="CPU", fast_bias_correction="True", calibration=f"{len(calibration)} samples",
         overflow_fix=fix,
     )
     return quantized
+
+
+def _compile_f32(model: Any) -> Any:
+    import openvino as ov
+
+    return ov.Core().compile_model(model, DEVICE, {"INFERENCE_PRECISION_HINT": "f32"})
+
+
+def _classes(pred: np.ndarray) -> np.ndarray:
+    """Predicted classes as :func:`~pytest_tfopt.measure.accuracy.top1_correct` reads them (one column: binary)."""
+    pred = np.asarray(pred).reshape(len(pred), -1)
+    if pred.shape[1] > 1:
+        return pred.argmax(axis=1)
+    threshold = 0.5 if np.all((pred >= 0) & (pred <= 1)) else 0.0
+    return (pred[:, 0] > threshold).astype(np.int64)
+
+
+class Top1Judge:
+    """What ``int8(max_drop=...)`` judges, as the tflite search does (:mod:`pytest_tfopt.variants.selective`): top-1
+    on the calibration samples against their labels (the training split's), or, unlabelled, top-1 agreement with
+    fp32 (f32 on the OpenVINO CPU plugin). Called as NNCF's validation function on items (inputs, labels)."""
+
+    def __init__(self, model: Any, calibration: Dataset) -> None:
+        batch, n = _batch(model), len(calibration)
+        chunks = _calibration_items(port_feed(model, calibration.x), batch)
+        output = port_name(model.outputs[0], "output_0")
+        labels = calibration.labels(output) if isinstance(calibration.y, Mapping) else calibration.labels()
+        self.metric = "top1"
+        if labels is None:  # unlabelled calibration data: fp32's own classes are the labels
+            compiled = _compile_f32(model)
+            labels = _classes(np.concatenate([np.asarray(compiled(c)[0]) for c in chunks])[:n])
+            self.metric = "top1 agreement with fp32"
+        labels = np.asarray(labels)
+        self.items = [(chunk, labels[i * batch : (i + 1) * batch]) for i, chunk in enumerate(chunks)]
+        self.samples = n
+        self.reference = self.top1(model)
+
+    def __call__(self, compiled: Any, items: Any) -> tuple[float, list[float]]:
+        """NNCF's validation function: (top-1 over ``items``' samples, per item top-1)."""
+        hits = [top1_correct(labels, np.asarray(compiled(feed)[0])[: len(labels)]) for feed, labels in items]
+        return float(np.concatenate(hits).mean()), [float(h.mean()) for h in hits]
+
+    def top1(self, model: Any) -> float:
+        return self(_compile_f32(model), self.items)[0]
+
+    def round(self, number: int, model: Any, floats: list[dict[str, str]]) -> dict[str, Any]:
+        """One candidate's record: its float ops, drop against fp32 and top-1."""
+        value, names = self.top1(model), [f"{f['layer']} ({f['op']})" for f in floats]
+        return {"round": number, "float_layers": names, "drop": self.reference - value, "top1": value}
+
+
+def quantized_ops(model: Any) -> dict[str, str]:
+    """Name → type of the ops NNCF counts as quantized in ``model``: the first quantizable op (convolution,
+    matrix product, eltwise, ...) after each FakeQuantize, walking forward through the ops that are not."""
+    from nncf.openvino.graph.nncf_graph_builder import GraphConverter
+    from nncf.quantization.algorithms.accuracy_control.openvino_backend import OVAccuracyControlAlgoBackend as algo
+
+    graph = GraphConverter.create_nncf_graph(model)
+    quantizable = algo.get_quantizable_metatypes()
+    todo = [n for fq in graph.get_nodes_by_metatypes(algo.get_quantizer_metatypes()) for n in graph.get_next_nodes(fq)]
+    found: dict[str, str] = {}
+    while todo:
+        node = todo.pop()
+        if node.metatype in quantizable:
+            found[node.node_name] = node.node_type
+        else:
+            todo.extend(graph.get_next_nodes(node))
+    return found
+
+
+def _float_ops(plain: Any, searched: Any) -> list[dict[str, str]]:
+    """The ops ``plain`` quantized and ``searched`` keeps float, in graph order; ``node`` is their name in the artifact
+    (:func:`canonicalize`), ``layer`` the converter's (a Keras layer's path where OpenVINO kept it)."""
+    kept, was = quantized_ops(searched), quantized_ops(plain)
+    why = "reverted to float by nncf.quantize_with_accuracy_control (ranked by its share of the top-1 drop)"
+    return [
+        {"layer": name, "op": op.get_type_name(), "node": f"{op.get_type_name()}_{index}", "why": why}
+        for index, op in enumerate(searched.get_ordered_ops())
+        if (name := op.get_friendly_name()) in was and name not in kept
+    ]
+
+
+def quantize_int8_within(
+    model: Any, calibration: Dataset | None, settings: dict[str, str], max_drop: float
+) -> tuple[Any, dict[str, Any]]:
+    """``int8(max_drop=...)``: plain int8 (:func:`quantize_int8`) when its top-1 drop on the calibration samples
+    (:class:`Top1Judge`) is within ``max_drop``; else ``nncf.quantize_with_accuracy_control`` with the same
+    options, which reverts the ops that cost most to float until it is; when neither meets it, the smaller drop.
+    Returns the chosen model and the ``selective`` metadata: both rounds, what stayed float, the drop reached.
+    """
+    import nncf
+
+    plain = quantize_int8(model, calibration, settings)
+    judge = Top1Judge(model, calibration)
+    rounds = [judge.round(0, plain, [])]
+    chosen, floats = plain, []
+    if rounds[0]["drop"] > max_drop:
+        items, options, advanced, _ = _nncf_options(model, calibration)
+        with _quiet_nncf():
+            searched = nncf.quantize_with_accuracy_control(
+                model, nncf.Dataset(items), nncf.Dataset(judge.items, lambda item: item[0]), judge,
+                max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=advanced,
+                **options,
+            )
+        searched_floats = _float_ops(plain, searched)
+        rounds.append({**judge.round(1, searched, searched_floats), "search": "nncf.quantize_with_accuracy_control"})
+        if rounds[1]["drop"] <= max_drop or rounds[1]["drop"] < rounds[0]["drop"]:
+            chosen, floats = searched, searched_floats
+            settings.update(quantizer="nncf.quantize_with_accuracy_control", max_drop=str(max_drop),
+                            float_ops=repr([f["node"] for f in floats]))
+    best = rounds[1] if chosen is not plain else rounds[0]
+    selective = {
+        "max_drop": max_drop, "met": bool(best["drop"] <= max_drop), "drop": best["drop"], "metric": judge.metric,
+        "reference_top1": judge.reference, "top1": best["top1"],
+        "validation": f"calibration samples ({judge.samples}, training split)", "chosen_round": best["round"],
+        "float_layers": floats, "fallback": None, "rounds": rounds, "quantized_ops": len(quantized_ops(plain)),
+    }
+    return chosen, selective
 
 
 def serialize(model: Any, hint: str) -> bytes:
@@ -216,26 +354,38 @@ def serialize(model: Any, hint: str) -> bytes:
         return pack(tmp)
 
 
-
-def build_ir(source: SourceModel, precision: str, calibration: Dataset | None) -> tuple[bytes, dict[str, str]]:
-    """The ``.openvino.zip`` bytes of ``source`` at ``precision`` (one of :data:`HINTS`) and how they were built.
+def build_ir(
+    source: SourceModel, precision: str, calibration: Dataset | None, max_drop: float | None = None
+) -> tuple[bytes, dict[str, Any]]:
+    """The ``.openvino.zip`` bytes of ``source`` at ``precision`` (one of :data:`HINTS`) and their artifact metadata:
+    ``settings`` (how they were built) and, for int8 with ``max_drop``, ``selective`` (:func:`quantize_int8_within`).
 
     Any failure past the conversion is one :class:`~pytest_tfopt.errors.ConversionError` line naming
     the precision and the source (usage, data and availability errors pass through).
     """
+    searching = precision == "int8" and max_drop is not None
+    if searching and len(source.signature.outputs) > 1:  # refused before converting anything
+        raise ConversionError(
+            f"int8(max_drop=...) on {source.name} ({len(source.signature.outputs)} outputs) is not supported on "
+            "backend 'openvino': its accuracy-aware search judges the top-1 drop of one class output; use plain "
+            "int8 with per-output budgets (max_accuracy_drop(..., output=...))"
+        )
     model, settings = to_openvino(source)
     hint = HINTS[precision]
     weights = "int8 weights, FakeQuantize on activations" if precision == "int8" else "f32 weights"
     settings.update(inference_precision_hint=hint, device=DEVICE, ir=f"model.xml + model.bin ({weights})")
+    metadata: dict[str, Any] = {"settings": settings}
     try:
-        if precision == "int8":
+        if searching:
+            model, metadata["selective"] = quantize_int8_within(model, calibration, settings, float(max_drop))
+        elif precision == "int8":
             model = quantize_int8(model, calibration, settings)
         content = serialize(model, hint)
-    except (BackendUnavailable, ConversionError, DatasetError):
+    except (BackendUnavailable, ConversionError, DatasetError, UsageError):
         raise
     except Exception as exc:
         raise ConversionError(
             f"backend 'openvino' could not build {precision} for {source.name}: {error_message(exc)} "
             "(try another variant, or run it on backend tflite)"
         ) from None
-    return content, settings
+    return content, metadata
