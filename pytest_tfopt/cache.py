@@ -171,9 +171,7 @@ class ArtifactCache:
         if not os.path.lexists(meta_path):
             return None
         try:
-            self._trusted_file(meta_path)
-            with open(meta_path, encoding="utf-8") as fh:
-                entry = json.load(fh)
+            entry = self._trusted_json(meta_path)
             if not (isinstance(entry, dict) and entry.get("key") == key and isinstance(entry.get("suffix"), str)
                     and _SUFFIX.fullmatch(entry["suffix"]) and isinstance(entry.get("sha256"), str)
                     and isinstance(entry.get("metadata"), dict)):
@@ -201,6 +199,12 @@ class ArtifactCache:
             return None
         return Artifact(content, entry["metadata"], entry["suffix"], data_path)
 
+    def _trusted_json(self, path: str) -> Any:
+        """The JSON document at ``path``, read only after :meth:`_trusted_file` (raises ``OSError``, ``ValueError``)."""
+        self._trusted_file(path)
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+
     def _trusted_file(self, path: str) -> None:
         """Raise :class:`_Untrusted` for a link (never followed) or, in a private cache, a file that is not
         this user's or that group/others may write."""
@@ -218,18 +222,14 @@ class ArtifactCache:
             if security.executes_on_load(entry["suffix"]):
                 return f"runs code on load ({entry['suffix']}) and ${security.SECRET_ENV} is not set to check it"
             return None
-        expected = security.signature(key, entry["metadata"], content, secret)
-        if not hmac.compare_digest(str(entry.get("hmac", "")), expected):
+        if not _signed(entry, key, entry["metadata"], content, secret):
             return "is unsigned or its signature does not match"
         return None
 
     def _write(self, key: str, artifact: Artifact) -> Artifact:
         data_path, meta_path = self._paths(key, artifact.suffix)
         entry = {"key": key, "suffix": artifact.suffix, "sha256": artifact.sha256, "metadata": artifact.metadata}
-        secret = security.secret()
-        if secret is not None:  # never the secret itself: only the HMAC
-            entry["hmac"] = security.signature(key, json.loads(json.dumps(artifact.metadata, default=str)),
-                                               artifact.content, secret)
+        _sign(entry, key, json.loads(json.dumps(artifact.metadata, default=str)), artifact.content)
         meta = json.dumps(entry, indent=1, sort_keys=True, default=str).encode()
         _atomic_write(data_path, artifact.content)
         try:
@@ -259,9 +259,7 @@ class ArtifactCache:
         if not os.path.lexists(path):
             return None
         try:
-            self._trusted_file(path)
-            with open(path, encoding="utf-8") as fh:
-                entry = json.load(fh)
+            entry = self._trusted_json(path)
             if not (isinstance(entry, dict) and entry.get("record") == name and isinstance(entry.get("doc"), dict)):
                 raise ValueError("not a record")
         except _Untrusted as exc:
@@ -273,17 +271,14 @@ class ArtifactCache:
             return None
         if self.trust_shared:
             secret = security.secret()
-            expected = None if secret is None else security.signature(name, entry["doc"], b"", secret)
-            if expected is None or not hmac.compare_digest(str(entry.get("hmac", "")), expected):
+            if secret is None or not _signed(entry, name, entry["doc"], b"", secret):
                 return None  # a shared cache's records count only when signed with our secret
         return entry["doc"]
 
     def write_record(self, name: str, doc: dict[str, Any]) -> None:
         """Store JSON-able ``doc`` as ``name`` (atomically, private); a disk error only costs the record."""
         entry: dict[str, Any] = {"record": name, "doc": json.loads(json.dumps(doc, default=str))}
-        secret = security.secret()
-        if secret is not None:
-            entry["hmac"] = security.signature(name, entry["doc"], b"", secret)
+        _sign(entry, name, entry["doc"], b"")
         try:
             self.check()
             _atomic_write(self._record_path(name, create=True), json.dumps(entry, sort_keys=True).encode())
@@ -314,6 +309,19 @@ class ArtifactCache:
 
 class _Untrusted(Exception):
     """A cache file that must not be read (a link, or someone else's)."""
+
+
+def _sign(entry: dict[str, Any], key: str, doc: dict[str, Any], content: bytes) -> None:
+    """Add the HMAC of ``key``, ``doc`` and ``content`` to ``entry`` when ``$TFOPT_CACHE_SECRET`` is set (never
+    the secret itself)."""
+    secret = security.secret()
+    if secret is not None:
+        entry["hmac"] = security.signature(key, doc, content, secret)
+
+
+def _signed(entry: dict[str, Any], key: str, doc: dict[str, Any], content: bytes, secret: bytes) -> bool:
+    """Whether ``entry`` carries the HMAC of ``key``, ``doc`` and ``content`` under ``secret``."""
+    return hmac.compare_digest(str(entry.get("hmac", "")), security.signature(key, doc, content, secret))
 
 
 def _atomic_write(path: str, data: bytes) -> None:

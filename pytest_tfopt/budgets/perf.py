@@ -64,8 +64,7 @@ class MaxLatency:
             # within the measurement's time cap; still undecided stays INCONCLUSIVE, never PASS
             s = model.latency_settings
             runs = min(s.max_runs, max(stats.runs_needed(self.percentile), 4 * stats.n))
-            stats, again = self._measure(model, replace(s, min_runs=runs))
-            load = again if load is not None else None
+            stats, load = self._measure(model, replace(s, min_runs=runs))
         value = stats.percentile(self.percentile)
         ref_stats, ref_load = self._measure(reference)
         ref = ref_stats.percentile(self.percentile)
