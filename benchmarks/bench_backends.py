@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  skip model {model}: {MOBILENET_MODEL.relative_to(c.ROOT)} is missing "
                   "(run python models/train_mobilenet_v2.py)")
             continue
-        x1 = np.resize(wb.evaluation.x, (1, *wb.evaluation.x.shape[1:])).astype(np.float32)
+        x1 = np.resize(wb.eval_dataset.x, (1, *wb.eval_dataset.x.shape[1:])).astype(np.float32)
         for backend in backends:
             be = wb.backend(backend)
             reference = None

@@ -9,7 +9,7 @@ Three parts, all driving the project's own functions (nothing of the statistics 
    for P(c): the ``fp32`` column). Grid: n 50, 100, 300, 1,000; d 2 %, 5 %, 15 %; true drop 0, 0.01 (at the
    budget), 0.02 (twice the budget). Each simulated evaluation is judged by
    ``parse_marker("max_accuracy_drop", (0.01,), {"confidence": 0.95, "method": m}).judge(...)`` with the interval
-   of ``m``: ``"mcnemar"`` = ``measure.stats.tango_interval(b, c, n, 0.95)`` (the default for top-1), and
+   of ``m``: ``"mcnemar"`` = ``measure.stats.tango_interval(b, c, n, 0.95, TANGO_CONTINUITY)`` (the default for top-1), and
    ``"bootstrap"`` = ``measure.stats.paired_bootstrap(n, statistic, 0.95)`` with the statistic the budget uses for
    top-1 (``metric.drop`` of the resample's fp32 and variant top-1; ``--bootstrap-reps`` data sets only, as it is
    ~100x slower: 1,000 Python-level resamples per data set). The metric is ``measure.accuracy.resolve("top1")``.
@@ -68,6 +68,7 @@ import _common as c
 import numpy as np
 
 from pytest_tfopt.budgets import parse_marker
+from pytest_tfopt.budgets.quality import TANGO_CONTINUITY
 from pytest_tfopt.measure import accuracy as acc
 from pytest_tfopt.measure.latency import LatencyStats
 from pytest_tfopt.measure.stats import paired_bootstrap, tango_interval
@@ -212,7 +213,7 @@ def pfi(t: Tally, k: int = 0) -> list[str]:
 @cache
 def tango(b: int, c_: int, n: int) -> tuple[float, float]:
     """:func:`tango_interval`, memoized: it depends only on the counts, which repeat across data sets."""
-    return tango_interval(b, c_, n, CONFIDENCE)
+    return tango_interval(b, c_, n, CONFIDENCE, TANGO_CONTINUITY)
 
 
 def cell_probabilities(d: float, drop: float) -> tuple[float, list[float]]:
@@ -299,7 +300,7 @@ def run_accuracy(args: argparse.Namespace) -> list[str]:
               "PASS %", "FAIL %", "INCONCL %", "PASS@truth %", "FAIL@truth %", "check"]
     for method in ACC_METHODS:
         name = {"mcnemar": "Tango score interval (method='mcnemar', the top-1 default)",
-                "bootstrap": "paired percentile bootstrap, 1,000 resamples (method='bootstrap')"}[method]
+                "bootstrap": "paired BCa bootstrap, 1,000 resamples (method='bootstrap')"}[method]
         print(f"\n{name}:")
         print(c.table(header, rows[method]))
     print(f"\naccuracy part: {time.perf_counter() - t0:.0f} s")

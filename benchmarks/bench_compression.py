@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     wb = Workbench(args.model, str(c.DIGITS_DATA), cache_dir=cache_dir, threads=args.threads,
                    variants=registry, latency=settings, log=log)
     print(f"bench_compression: {c.machine_line()}")
-    print(f"model {os.path.basename(args.model)}, {len(wb.evaluation)} test samples; LiteRT threads {args.threads}; "
+    print(f"model {os.path.basename(args.model)}, {len(wb.eval_dataset)} test samples; LiteRT threads {args.threads}; "
           f"cache {cache_dir}")
     # warm-up outside the timers: TensorFlow, tfmot, tf_keras imports, one conversion
     t0 = time.perf_counter()

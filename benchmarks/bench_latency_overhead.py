@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         for threads in thread_counts:
             wb = workbench(model, cache_dir, threads, settings)
-            x = np.resize(wb.evaluation.x, (1, *wb.evaluation.x.shape[1:])).astype(np.float32)
+            x = np.resize(wb.eval_dataset.x, (1, *wb.eval_dataset.x.shape[1:])).astype(np.float32)
             for variant in variants:
                 r = wb.runnable(variant)
                 interp = c.bare_interpreter(r, int(r.info["threads"]))

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from . import metrics, tfenv
-from .errors import UsageError
+from .errors import UsageError, setting
 from .files import write_atomic
 from .hardware import CPU_FLAGS, hardware, hardware_id  # noqa: F401 - the rows' fingerprint, named here too
 from .metrics import split_output  # noqa: F401 - where budgets and front ends have found it
@@ -65,24 +65,30 @@ def save(path: str | os.PathLike, doc: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(doc, indent=1, sort_keys=True, default=str).encode())
 
 
-def load(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a results/baseline file; a usage error naming the file when it is bad."""
+def load(path: str | os.PathLike, what: str = "baseline", remedy: str | None = None) -> dict[str, Any]:
+    """Read and check a results/baseline file; a usage error naming the file (as ``what``) and ``remedy`` when it
+    is bad (by default: save it again with the front end's baseline setting)."""
     path = os.fspath(path)
+    saved = setting("save_baseline")
+    where = f"{what} {path!r}"
     if not os.path.exists(path):
-        raise UsageError(f"baseline {path!r} does not exist: save one with --tfopt-save-baseline {path}")
+        raise UsageError(f"{where} does not exist: {remedy or f'save one with {saved} {path}'}")
+    if os.path.isdir(path):
+        raise UsageError(f"{where} is a directory: give a .json results document ({remedy or f'save one with {saved}'})")
     try:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"baseline {path!r} is not valid JSON ({str(exc)[:80]}): save it again with --tfopt-save-baseline") from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise UsageError(f"{where} is not valid JSON ({str(exc)[:80]}): {remedy or f'save it again with {saved}'}") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("rows"), list):
-        raise UsageError(f"baseline {path!r} is not a pytest-tfopt results file: save one with --tfopt-save-baseline")
+        raise UsageError(f"{where} is not a pytest-tfopt results {'file' if what == 'baseline' else 'document'}: "
+                         f"{remedy or f'save one with {saved}'}")
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise UsageError(
-            f"baseline {path!r} has schema version {doc.get('schema_version')!r}, this pytest-tfopt reads "
-            f"{SCHEMA_VERSION}: save a new baseline with --tfopt-save-baseline"
+            f"{where} has schema version {doc.get('schema_version')!r}, this pytest-tfopt reads "
+            f"{SCHEMA_VERSION}: {remedy or f'save a new baseline with {saved}'}"
         )
-    check_rows(doc, f"baseline {path!r}", "save it again with --tfopt-save-baseline")
+    check_rows(doc, where, remedy or f"save it again with {saved}")
     return doc
 
 

@@ -14,6 +14,9 @@ Faults (see docs/reliability.md): a writer killed mid-write leaves at most a
 ``.tmp-*`` file, which the next writer of that key removes; its ``flock`` dies
 with it. A full disk or an unwritable directory is a one-line :class:`CacheError`
 and leaves no partial entry. A damaged entry is rebuilt with a warning, never served.
+
+A cache directory given as a URL (``s3://...``) is :class:`~pytest_tfopt.remote_cache.RemoteArtifactCache`: this
+cache on a private local copy, reading through to the remote.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 
 from . import files, security
 from .artifact import Artifact
-from .errors import CacheError
+from .errors import CacheError, setting
 
 BUILD_LOG = "builds.log"
 #: the subdirectory of small JSON records (a model file's identity, ...)
@@ -64,11 +67,11 @@ def cache_error(root: str, exc: OSError, doing: str = "write") -> CacheError:
     """A one-line :class:`CacheError` for an ``OSError`` met while using the cache at ``root``."""
     reason = exc.strerror or type(exc).__name__
     if exc.errno in _NO_SPACE:
-        remedy = "free disk space or choose another --tfopt-cache-dir"
+        remedy = f"free disk space or choose another {setting('cache_dir')}"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENOENT, errno.EEXIST):
-        remedy = "choose a writable --tfopt-cache-dir"
+        remedy = f"choose a writable {setting('cache_dir')}"
     else:
-        remedy = "check the disk or choose another --tfopt-cache-dir"
+        remedy = f"check the disk or choose another {setting('cache_dir')}"
     return CacheError(f"cannot {doing} the artifact cache {root!r} ({reason}): {remedy}")
 
 
@@ -130,7 +133,7 @@ class ArtifactCache:
         except Timeout:
             raise CacheError(
                 f"waited {self.lock_timeout_s:.0f} s for another process building {key} in {self.root}: "
-                "remove the stale .lock file or use another --tfopt-cache-dir"
+                f"remove the stale .lock file or use another {setting('cache_dir')}"
             ) from None
         except OSError as exc:
             raise cache_error(self.root, exc) from None
@@ -172,9 +175,7 @@ class ArtifactCache:
             return None
         try:
             entry = self._trusted_json(meta_path)
-            if not (isinstance(entry, dict) and entry.get("key") == key and isinstance(entry.get("suffix"), str)
-                    and _SUFFIX.fullmatch(entry["suffix"]) and isinstance(entry.get("sha256"), str)
-                    and isinstance(entry.get("metadata"), dict)):
+            if not is_entry(entry, key):
                 raise ValueError("not a cache entry")
             data_path = os.path.join(self.root, key + entry["suffix"])
             self._trusted_file(data_path)
@@ -213,18 +214,8 @@ class ArtifactCache:
             raise _Untrusted(f"{os.path.basename(path)}: {why}")
 
     def _signature_problem(self, key: str, entry: dict[str, Any], content: bytes) -> str | None:
-        """Why a shared cache's entry may not be used: a bad or missing signature, or code-running bytes
-        without a secret to check them; ``None`` in a private cache."""
-        if not self.trust_shared:
-            return None
-        secret = security.secret()
-        if secret is None:
-            if security.executes_on_load(entry["suffix"]):
-                return f"runs code on load ({entry['suffix']}) and ${security.SECRET_ENV} is not set to check it"
-            return None
-        if not _signed(entry, key, entry["metadata"], content, secret):
-            return "is unsigned or its signature does not match"
-        return None
+        """Why a shared cache's entry may not be used (see :func:`signature_problem`); ``None`` in a private cache."""
+        return signature_problem(key, entry, content) if self.trust_shared else None
 
     def _write(self, key: str, artifact: Artifact) -> Artifact:
         data_path, meta_path = self._paths(key, artifact.suffix)
@@ -305,6 +296,35 @@ class ArtifactCache:
                 fh.write(line)
         except OSError as exc:  # the artifact is stored; only the diagnostic log line is lost
             warnings.warn(f"pytest-tfopt: cannot append to {BUILD_LOG} in {self.root} ({exc.strerror})", stacklevel=3)
+
+
+def is_entry(entry: Any, key: str) -> bool:
+    """Whether ``entry`` (a decoded ``KEY.json``) is a well-formed cache entry of ``key``."""
+    return (isinstance(entry, dict) and entry.get("key") == key and isinstance(entry.get("suffix"), str)
+            and bool(_SUFFIX.fullmatch(entry["suffix"])) and isinstance(entry.get("sha256"), str)
+            and bool(re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])) and isinstance(entry.get("metadata"), dict))
+
+
+def parse_entry(raw: bytes, key: str) -> dict[str, Any] | None:
+    """The cache entry of ``key`` in the JSON bytes ``raw``, or ``None`` when they are not one."""
+    try:
+        entry = json.loads(raw)
+    except ValueError:  # includes undecodable bytes
+        return None
+    return entry if is_entry(entry, key) else None
+
+
+def signature_problem(key: str, entry: dict[str, Any], content: bytes) -> str | None:
+    """Why a *shared* cache's entry may not be used: a bad or missing signature, or code-running bytes without
+    ``$TFOPT_CACHE_SECRET`` to check them; ``None`` when it may."""
+    secret = security.secret()
+    if secret is None:
+        if security.executes_on_load(entry["suffix"]):
+            return f"runs code on load ({entry['suffix']}) and ${security.SECRET_ENV} is not set to check it"
+        return None
+    if not _signed(entry, key, entry["metadata"], content, secret):
+        return "is unsigned or its signature does not match"
+    return None
 
 
 class _Untrusted(Exception):

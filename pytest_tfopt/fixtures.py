@@ -68,7 +68,7 @@ def calibration_dataset(_tfopt_workbench: Workbench) -> Any:
 def eval_dataset(_tfopt_workbench: Workbench) -> Any:
     """The evaluation (test) split."""
     with core_errors():
-        return _tfopt_workbench.evaluation
+        return _tfopt_workbench.eval_dataset
 
 
 @pytest.fixture

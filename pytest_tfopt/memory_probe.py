@@ -1,7 +1,8 @@
 """The child process of the memory probe (:mod:`pytest_tfopt.measure.memory`): ``python -m pytest_tfopt.memory_probe``.
 
 Loads only the backend's runtime, reads its resident size, loads the artifact, runs one batch and prints
-one JSON line: the high-water mark minus the resident size before, MiB, and the runtime's own tensor account.
+one JSON line: the high-water mark minus the resident size before, MiB, the part of it reached by loading alone,
+the artifact's size, and the runtime's own tensor account.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ def probe(backend_name: str, path: str, threads: int, batch_size: int) -> None:
     with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
         fh.write("5")  # reset the high-water mark to the current resident size
     runner = backend.load(Artifact(content, {"variant": "probe"}), threads)
+    loaded = _status_kb("VmHWM")  # the high-water mark once loaded: what the run adds is measured on top of it
     x = np.zeros((batch_size, *(d or 1 for d in runner.input_shape)), np.float32)
     runner.predict(x, batch_size)
     peak = _status_kb("VmHWM")
     tensors = getattr(runner, "memory_info", dict)()  # third-party runners may predate it
-    result = {"peak_mb": max(0, peak - before) / 1024, "baseline_mb": before / 1024}
+    result = {"peak_mb": max(0, peak - before) / 1024, "baseline_mb": before / 1024,
+              "load_mb": max(0, loaded - before) / 1024, "artifact_mb": len(content) / 2**20}
     if "activation_bytes" in tensors:
         result["activations_mb"] = tensors["activation_bytes"] / 2**20
     if "weight_bytes" in tensors:

@@ -11,6 +11,11 @@ from .session import DEFAULT_VARIANTS
 from .workbench import DEFAULT_CALIBRATION_SIZE
 
 
+def spelling(name: str) -> str:
+    """The plugin's spelling of a setting named in the core's remedies (:func:`pytest_tfopt.errors.setting`)."""
+    return "--tfopt-" + name.replace("_", "-")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("tfopt", "model-optimization regression tests (pytest-tfopt)")
     _what_runs(group)
@@ -32,19 +37,26 @@ def _what_runs(group: Any) -> None:
 
 def _how_it_runs(group: Any) -> None:
     """The cache, threads, strictness, core pinning."""
-    group.addoption("--tfopt-cache-dir", default=None, metavar="DIR",
-                    help="artifact cache directory (default: tfopt/ inside pytest's cache dir)")
+    group.addoption("--tfopt-cache-dir", default=None, metavar="DIR_OR_URL",
+                    help="artifact cache directory, or an fsspec URL (s3://bucket/prefix, gs://, az://, file://) "
+                         "of a shared remote cache read through a private local copy (default: ini "
+                         "tfopt_cache_dir, else tfopt/ inside pytest's cache dir; see docs/sharding.md)")
     group.addoption("--tfopt-cache-trust-shared", action="store_true", default=False,
                     help="the cache directory is a deliberately shared team cache: accept it although others can "
                          "write it; entries are then signed with $TFOPT_CACHE_SECRET, and unsigned or badly signed "
                          "ones are rebuilt (see docs/security.md)")
     group.addoption("--tfopt-rebuild", action="store_true", default=False,
                     help="ignore cached artifacts and build every variant again")
+    group.addoption("--tfopt-remeasure", action="store_true", default=False,
+                    help="measure accuracy, outputs, gzip size and memory again instead of reusing the values "
+                         "recorded for the same artifact, data, runtime, threads and hardware (latency and load "
+                         "are always measured)")
     group.addoption("--tfopt-threads", type=int, default=None, metavar="N",
                     help="runtime threads on every backend (LiteRT num_threads, TF intra-op, ONNX Runtime intra-op, "
                          "OpenVINO INFERENCE_NUM_THREADS, TF Serving); default: the cores shared among xdist workers")
     group.addoption("--tfopt-strict", action="store_true", default=False,
-                    help="fail, instead of skip, tests whose backend or variant cannot run here")
+                    help="fail, instead of skip, tests whose backend or variant cannot run here; an unreachable "
+                         "remote cache (--tfopt-cache-dir=s3://...) is an error, not a warning")
     group.addoption("--tfopt-pin-cores", action="store_true", default=False,
                     help="pin each xdist worker to its own core(s) so latency measurements do not disturb each other "
                          "(each worker then has fewer threads; see README)")
@@ -55,6 +67,10 @@ def _gates(group: Any) -> None:
     group.addoption("--tfopt-perf", choices=evaluate.PERF_MODES, default="enforce",
                     help="latency budgets: enforce (fail when broken), record (measure and report, never fail), "
                          "off (do not measure) (default: enforce)")
+    group.addoption("--tfopt-profile", action="store_true", default=False,
+                    help="profile every measured variant op by op (in runs of its own, after its gates) and put the "
+                         "profile in its result row and the JSON/HTML reports; broken timing gates are profiled "
+                         "anyway (default: off; see docs/profiling.md)")
     group.addoption("--tfopt-latency-max-s", type=float, default=None, metavar="SECONDS",
                     help="the most one latency measurement may time, re-timing an undecided percentile included "
                          "(default: 20; ini tfopt_latency_max_s): more time decides more p95/p99 budgets")
@@ -78,6 +94,15 @@ def _outputs(group: Any) -> None:
                     help="write a report; format by extension: .json, .md, .html, .benchmark.json (repeatable)")
     group.addoption("--tfopt-tensorboard", default=None, metavar="DIR",
                     help="write every metric as TensorBoard scalars, one run per variant and backend")
+    group.addoption("--tfopt-history", default=None, metavar="PATH",
+                    help="append this run's results (commit, branch, hardware, versions) to a history file (SQLite; "
+                         "safe for concurrent writers); 'tfopt history PATH' shows and gates on steps (ini "
+                         "tfopt_history; see docs/history.md)")
+    group.addoption("--tfopt-mlflow", nargs="?", const="default", default=None, metavar="URI",
+                    help="log each result as an MLflow run to this tracking URI (e.g. http://mlflow:5000); alone: "
+                         "MLflow's own default store; needs pytest-tfopt[mlflow] (ini tfopt_mlflow)")
+    group.addoption("--tfopt-mlflow-experiment", default="pytest-tfopt", metavar="NAME",
+                    help="the MLflow experiment of --tfopt-mlflow runs (default: pytest-tfopt)")
     group.addoption("--tfopt-serving-url", default=None, metavar="URL",
                     help="backend serving: REST URL of a TensorFlow Serving server that serves the artifacts "
                          "(e.g. http://localhost:8501; default: $TFOPT_SERVING_URL, else start "
@@ -88,6 +113,8 @@ def _outputs(group: Any) -> None:
 
 def _ini(parser: pytest.Parser) -> None:
     parser.addini("tfopt_model", "source model: .keras/.h5 file, SavedModel dir or .tflite (relative to the ini file)")
+    parser.addini("tfopt_cache_dir", "artifact cache directory (relative to the ini file) or remote cache URL "
+                  "(s3://, gs://, az://, file://); --tfopt-cache-dir overrides it")
     parser.addini("tfopt_dataset", ".npz data set with x_train,y_train,x_test,y_test or x,y (relative to the ini file)")
     parser.addini("tfopt_latency_max_s", "the most one latency measurement may time, seconds (default: 20)",
                   default="20")
@@ -100,10 +127,12 @@ def _ini(parser: pytest.Parser) -> None:
                   default=str(DEFAULT_CALIBRATION_SIZE))
     parser.addini("tfopt_keras", "auto (tf.keras as TensorFlow ships it) or legacy (TF_USE_LEGACY_KERAS=1, tf_keras)",
                   default="auto")
+    parser.addini("tfopt_history", "history file every run appends its results to (relative to the ini file)")
+    parser.addini("tfopt_mlflow", "MLflow tracking URI every run logs its results to ('default': MLflow's own store)")
 
 
 PATH_OPTIONS = ("--tfopt-cache-dir", "--tfopt-budgets", "--tfopt-save-baseline", "--tfopt-baseline",
-                "--tfopt-report", "--tfopt-tensorboard")
+                "--tfopt-report", "--tfopt-tensorboard", "--tfopt-history")
 
 
 def check_path_options_spelling(config: pytest.Config) -> None:

@@ -9,21 +9,24 @@ outcomes, result rows and the terminal summary.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from . import fixtures, hookspecs, options, tfenv, xdist_groups
 from .budgets import MARKER_DOCS, PARSERS, parse_marker
-from .errors import TfoptError, UsageError, first_line
+from .errors import TfoptError, UsageError, first_line, front_end
 from .fixtures import MODEL_FIXTURES, USED_MODELS, core_errors
+from .remote_cache import describe
 from .report.terminal import table_lines
 from .results import JUNIT_FIELDS, result_row
 from .session import ROW_KEY, STATE, OutputError, TfoptState, state_of, usage_errors, write_outputs
 from .variants import split_variants
 from .workbench import Workbench
+
+_FRONT_END = pytest.StashKey[contextlib.ExitStack]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -34,6 +37,9 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    stack = contextlib.ExitStack()  # the core's remedies name --tfopt-* options until pytest_unconfigure
+    stack.enter_context(front_end(options.spelling))
+    config.stash[_FRONT_END] = stack
     config.addinivalue_line("markers", "tfopt_variants(*names): variants to parametrize optimized_model over")
     for _name, doc in MARKER_DOCS.items():
         config.addinivalue_line("markers", doc)
@@ -46,7 +52,14 @@ def pytest_configure(config: pytest.Config) -> None:
         state = TfoptState(config)
     config.stash[STATE] = state
     config.pluginmanager.register(state, "tfopt-state")  # replays plugin registration: conftest functions run
+    config.pluginmanager.register(state.progress, "tfopt-progress")  # its bar, its "tfopt builds" section
     state.backend_names  # noqa: B018 - a typo in --tfopt-backend is a usage error before collection
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    stack = config.stash.get(_FRONT_END, None)
+    if stack is not None:
+        stack.close()
 
 
 def _pin_worker() -> None:
@@ -206,7 +219,7 @@ def _judge(item: pytest.Item, state: TfoptState, bench: Workbench, model: Any) -
 
 def _record(item: pytest.Item, model: Any, reference: Any, verdicts: list[Any], outcome: str,
             error: str | None = None) -> None:
-    row = result_row(item.nodeid, model, reference, verdicts, outcome)
+    row = result_row(item.nodeid, model, reference, verdicts, outcome, asked=state_of(item.config).asked_fields)
     if error:
         row["error"] = error
     item.user_properties.append((ROW_KEY, row))
@@ -268,6 +281,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if workeroutput is not None:
         s = state_of(session.config).total_cache_stats()
         workeroutput["tfopt_cache"] = {"built": s.built, "reused": s.reused, "build_seconds": s.build_seconds}
+        m = state_of(session.config).total_reuse_stats()
+        workeroutput["tfopt_measurements"] = {"reused": m.reused, "measured": m.measured}
         return
     if STATE in session.config.stash:
         state = state_of(session.config)
@@ -289,6 +304,10 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         own.built += stats["built"]
         own.reused += stats["reused"]
         own.build_seconds += stats["build_seconds"]
+    counts = getattr(node, "workeroutput", {}).get("tfopt_measurements")
+    if counts:
+        state_of(node.config).reuse_stats.reused += counts["reused"]
+        state_of(node.config).reuse_stats.measured += counts["measured"]
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -313,7 +332,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(f"XNNPACK refused {', '.join(sorted(fallbacks))}: ran on the builtin kernels instead")
     tr.write_line(
         f"artifacts: {stats.built} built ({stats.build_seconds:.1f} s), {stats.reused} reused; "
-        f"cache: {Path(state.cache_dir)}"
+        f"cache: {describe(state.cache_dir)}"
     )
+    measured = state.total_reuse_stats()
+    if measured.reused or measured.measured:
+        tr.write_line(f"measurements: {measured.reused} reused, {measured.measured} measured"
+                      + (" (--tfopt-remeasure)" if state.remeasure else ""))
     for note in state.notes:
         tr.write_line(note)

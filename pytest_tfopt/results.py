@@ -6,12 +6,14 @@ Rows travel from pytest-xdist workers to the controller inside test reports
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from .baseline import hardware_id
 from .budgets import Verdict
 from .budgets.rows import verdict_row
 from .errors import TfoptError
+from .explain import diagnose, explain_memory
 from .measure import accuracy as acc
 from .runnable import RunnableModel
 
@@ -20,21 +22,28 @@ JUNIT_FIELDS = ("accuracy", "accuracy_drop", "size_bytes", "gzip_size_bytes", "c
                 "latency_b1_p50_ms", "latency_b1_p95_ms")
 #: artifact settings a row repeats under ``quantization``: what decides an int8 model's accuracy on its backend
 #: (NNCF's overflow fix on openvino, ONNX Runtime's 7-bit weights, what an accuracy-aware search kept float)
+#: row fields that cost a measurement of their own when no budget measured them: computed only when asked
+ON_REQUEST = ("gzip_size_bytes",)
 QUANTIZATION_SETTINGS = ("quantizer", "preset", "per_channel", "reduce_range", "overflow_fix", "max_drop",
                          "float_ops", "denylisted_nodes")
 
 
 def result_row(test: str, model: RunnableModel, reference: RunnableModel | None, verdicts: list[Verdict],
-               outcome: str) -> dict[str, Any]:
-    """What was measured for ``model`` (and its fp32 ``reference``) in test ``test``."""
+               outcome: str, asked: Collection[str] | None = None) -> dict[str, Any]:
+    """What was measured for ``model`` (and its fp32 ``reference``) in test ``test``.
+
+    Fields of :data:`ON_REQUEST` a budget did not measure are computed only when in ``asked`` (``None``: all
+    of them, as before), else left ``None``. ``reused`` lists what came from measurement records.
+    """
     m = model.measurements
+    gzip_asked = asked is None or "gzip_size_bytes" in asked
     row: dict[str, Any] = {
         "test": test,
         "variant": model.variant,
         "backend": model.backend,
         "outcome": outcome,
         "size_bytes": model.size_bytes,
-        "gzip_size_bytes": model.gzip_size_bytes,
+        "gzip_size_bytes": model.gzip_size_bytes if gzip_asked else m.get("gzip_size_bytes"),
         "accuracy": m.get("accuracy"),
         "metric": m.get("metric"),
         "delegate": model.runner.info.get("delegate"),
@@ -63,7 +72,9 @@ def result_row(test: str, model: RunnableModel, reference: RunnableModel | None,
     if model.runner.info.get("input_shapes"):
         row["input_shapes"] = model.runner.info["input_shapes"]
     if reference is not None:
-        _reference_fields(row, model, reference, outputs)
+        _reference_fields(row, model, reference, outputs, gzip_asked)
+    if model.reused:  # values taken from measurement records, not measured in this run
+        row["reused"] = sorted(model.reused)
     return row
 
 
@@ -88,6 +99,10 @@ def _memory_fields(row: dict[str, Any], m: dict[str, Any]) -> None:
         for field in ("activations_mb", "weights_mb"):
             if getattr(m["memory"], field, None) is not None:
                 row[f"memory_{field}"] = getattr(m["memory"], field)
+    if m.get("memory") is not None:
+        row["memory_breakdown"] = explain_memory(m["memory"]).to_dict()
+    if m.get("profile") is not None:  # a broken timing gate's, or every row's with --tfopt-profile
+        row["profile"] = m["profile"].to_dict()
     if m.get("quantization_triage") is not None:
         row["triage"] = m["quantization_triage"].summary()
     for key, stats in m.items():
@@ -113,11 +128,16 @@ def _timing_fields(row: dict[str, Any], m: dict[str, Any]) -> None:
                         f"{key}_mode": stats.mode, f"{key}_rate": stats.rate})
 
 
-def _reference_fields(row: dict[str, Any], model: RunnableModel, reference: RunnableModel, outputs: list[str]) -> None:
+def _reference_fields(row: dict[str, Any], model: RunnableModel, reference: RunnableModel, outputs: list[str],
+                      gzip_asked: bool = True) -> None:
     """Sizes against fp32, and accuracy drops where both sides used the same metric."""
     row["reference_size_bytes"] = reference.size_bytes
-    row["reference_gzip_size_bytes"] = reference.gzip_size_bytes
+    row["reference_gzip_size_bytes"] = (reference.gzip_size_bytes if gzip_asked
+                                        else reference.measurements.get("gzip_size_bytes"))
     row["compression_ratio"] = reference.size_bytes / model.size_bytes
+    if model.measurements.get("profile") is not None and reference.measurements.get("profile") is not None:
+        row["reference_profile"] = reference.measurements["profile"].to_dict()
+        row["profile_diagnosis"] = diagnose(model.measurements["profile"], reference.measurements["profile"])
     ref_acc = reference.measurements.get("accuracy")
     if ref_acc is not None and row["accuracy"] is not None and reference.measurements.get("metric") == row["metric"]:
         row["reference_accuracy"] = ref_acc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,8 +13,9 @@ from .artifact import Artifact
 from .backends import Runner, default_registry
 from .dataset import Dataset
 from .errors import DatasetError, UsageError
-from .explain import SizeReport, explain_size
+from .explain import Profile, SizeReport, explain_size, profile_artifact
 from .measure import accuracy as acc
+from .measure import reuse
 from .measure.concurrency import measure as measure_closed_loop
 from .measure.concurrency import measure_open_loop, threads_per_stream
 from .measure.latency import MODES, LatencySettings, LatencyStats, measure, request
@@ -25,11 +28,17 @@ class RunnableModel:
 
     Sizes are bytes. :meth:`evaluate` and :meth:`latency` remember their last
     results in :attr:`measurements` so reports and budgets reuse them.
+
+    With a ``store`` (:class:`~pytest_tfopt.measure.reuse.MeasurementStore`), measurements that cannot change
+    (outputs, accuracy and per-sample correctness on a data set, gzip size, memory) are read from and written
+    to it; :attr:`reused` names the ones of the current test that came from it. Outputs larger than
+    :data:`~pytest_tfopt.measure.reuse.MAX_OUTPUT_BYTES` are not kept: top-k metrics stream them.
     """
 
     def __init__(self, variant: str, backend: str, artifact: Artifact, runner: Runner,
                  eval_dataset: Dataset | None = None, latency_settings: LatencySettings | None = None,
-                 open_runner: Callable[[int], Runner] | None = None) -> None:
+                 open_runner: Callable[[int], Runner] | None = None,
+                 store: reuse.MeasurementStore | None = None) -> None:
         self.variant = variant
         self.backend = backend
         self.artifact = artifact
@@ -44,7 +53,14 @@ class RunnableModel:
         self._latency: dict[tuple[Any, ...], LatencyStats] = {}
         self._under_load: dict[tuple[Any, ...], Any] = {}
         self._predictions: dict[str, Any] = {}
+        self._profiles: dict[int, Profile] = {}
         self._open_runner = open_runner
+        self.store = store
+        #: measurements of the current test taken from the store (``accuracy``, ``gzip_size_bytes``, ...)
+        self.reused: set[str] = set()
+        self._from_store: set[Any] = set()  # memo keys whose values came from the store
+        self._correct: dict[tuple[str, str, str], np.ndarray] = {}
+        self._sha256: str | None = None
 
     def __repr__(self) -> str:
         return f"<RunnableModel {self.variant} on {self.backend}, {self.size_bytes} bytes>"
@@ -56,9 +72,40 @@ class RunnableModel:
     @property
     def gzip_size_bytes(self) -> int:
         if self._gzip is None:
-            self._gzip = self.artifact.gzip_size_bytes
+            self._gzip = self._reusable("gzip", "gzip", {}, lambda: self.artifact.gzip_size_bytes,
+                                        reuse.encode_int, reuse.decode_int, scope={"artifact": self.sha256})
+        self._note("gzip", "gzip_size_bytes")
         self.measurements["gzip_size_bytes"] = self._gzip
         return self._gzip
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the artifact's bytes (hex), computed once."""
+        if self._sha256 is None:
+            self._sha256 = self.artifact.sha256
+        return self._sha256
+
+    def _reusable(self, memo: Any, kind: str, what: dict[str, Any], measure: Callable[[], Any],
+                  encode: Callable[[Any], Any] | None, decode: Callable[[Any], Any],
+                  scope: dict[str, Any] | None = None) -> Any:
+        """``measure()``, or its stored value (then ``memo`` is remembered as reused) when there is a store."""
+        if self.store is None:
+            return measure()
+        if scope is None:
+            info = self.runner.info
+            scope = self.store.scope(self.sha256, self.backend, self.artifact.metadata.get("versions"),
+                                     info.get("runtime"), int(info.get("threads", 1)))
+        value, reused = self.store.get_or_measure(kind, scope, what, measure, encode, decode)
+        if reused:
+            self._from_store.add(memo)
+        return value
+
+    def _note(self, memo: Any, field: str) -> None:
+        """Mark ``field`` of the current test as reused when ``memo``'s value came from the store."""
+        if memo in self._from_store:
+            self.reused.add(field)
+        else:
+            self.reused.discard(field)
 
     @property
     def path(self) -> str | None:
@@ -101,9 +148,12 @@ class RunnableModel:
         m = acc.resolve(metric)
         key = (data.hash, name, m.name if m.builtin else f"{m.name}@{id(m.fn)}")
         if key not in self._accuracy:
-            self._accuracy[key] = m(labels, self.output(name, data))
+            measure = functools.partial(self._score, m, labels, name, data)
+            self._accuracy[key] = self._reusable(key, "accuracy", _what(data, name, m), measure, reuse.encode_float,
+                                                 reuse.decode_float) if m.builtin else measure()
         value = self._accuracy[key]
         suffix = self.suffix(name)
+        self._note(key, f"accuracy{suffix}")
         self.measurements[f"accuracy{suffix}"] = value
         self.measurements[f"metric{suffix}"] = m.name
         return value
@@ -115,7 +165,43 @@ class RunnableModel:
         if m.correct is None:
             raise UsageError(f"metric {m.name!r} does not score samples one by one: use top1 or top<k>")
         name = self.output_for(output, data)
-        return np.asarray(m.correct(self._labels(data, name), self.output(name, data)), bool)
+        key = (data.hash, name, m.name if m.builtin else f"{m.name}@{id(m.fn)}")
+        if key not in self._correct:
+            labels = self._labels(data, name)
+
+            def measure() -> np.ndarray:
+                if self._keeps_outputs(data):
+                    return np.asarray(m.correct(labels, self.output(name, data)), bool)
+                return self._stream(m, labels, name, data)
+
+            self._correct[key] = self._reusable(("correct", *key), "correct", _what(data, name, m), measure,
+                                                reuse.encode_bools, reuse.decode_bools) if m.builtin else measure()
+        return self._correct[key]
+
+    def _score(self, m: acc.Metric, labels: np.ndarray, name: str, data: Dataset) -> float:
+        """``m`` of output ``name`` on ``data``: from the outputs when they are kept, else streamed (top-k)."""
+        if m.correct is None or self._keeps_outputs(data):
+            return m(labels, self.output(name, data))
+        return float(np.mean(self._stream(m, labels, name, data)))
+
+    def _stream(self, m: acc.Metric, labels: np.ndarray, name: str, data: Dataset) -> np.ndarray:
+        """Per-sample correctness of ``m`` on ``data``, run in chunks: no full output tensor is kept."""
+        data.check_finite(f"evaluation data ({data.name})")
+        output = self.signature.output(name)
+
+        def scored(x: Any) -> np.ndarray:
+            out = self.predict(x)
+            return out[output] if isinstance(out, Mapping) else out
+
+        return acc.stream_correct(scored, data.x, labels, m)
+
+    def _keeps_outputs(self, data: Dataset) -> bool:
+        """Whether the outputs on ``data`` are (or would be) kept whole: small enough, or already at hand."""
+        if data.hash in self._predictions:
+            return True
+        per_sample = sum(int(np.prod([d if d and d > 0 else 1 for d in t.shape[1:]])) * 4
+                         for t in self.signature.outputs)
+        return len(data) * per_sample <= reuse.MAX_OUTPUT_BYTES
 
     def output_for(self, output: str | None, data: Dataset | None = None) -> str:
         """The output a labeled metric scores: ``output`` (checked), the only output, or the only labeled one.
@@ -170,11 +256,15 @@ class RunnableModel:
         """
         data = self._data(dataset, "predictions()")
         if data.hash not in self._predictions:
-            data.check_finite(f"evaluation data ({data.name})")
-            out = self.predict(data.x)
-            for arr in arrays(out):
-                arr.flags.writeable = False
-            self._predictions[data.hash] = out
+            def measure() -> Any:
+                data.check_finite(f"evaluation data ({data.name})")
+                out = self.predict(data.x)
+                for arr in arrays(out):
+                    arr.flags.writeable = False
+                return out
+
+            self._predictions[data.hash] = self._reusable(("outputs", data.hash), "outputs", {"data": data.hash},
+                                                          measure, reuse.encode_outputs, reuse.decode_outputs)
         return self._predictions[data.hash]
 
     def output(self, name: str | None = None, dataset: Dataset | None = None) -> np.ndarray:
@@ -187,8 +277,11 @@ class RunnableModel:
         if batch_size not in self._memory:
             if self.path is None:
                 raise DatasetError("memory() needs a cached artifact: build the model through a Workbench")
-            threads = int(self.runner.info.get("threads", 1))
-            self._memory[batch_size] = measure_memory(self.backend, self.path, threads, batch_size)
+            threads, path = int(self.runner.info.get("threads", 1)), self.path
+            self._memory[batch_size] = self._reusable(
+                ("memory", batch_size), "memory", {"batch": batch_size},
+                lambda: measure_memory(self.backend, path, threads, batch_size), dataclasses.asdict, reuse.decode_memory)
+        self._note(("memory", batch_size), "memory_peak_mb")
         self.measurements["memory"] = self._memory[batch_size]
         return self._memory[batch_size]
 
@@ -201,6 +294,7 @@ class RunnableModel:
         if test != self._test:
             self._test = test
             self.measurements = {}
+            self.reused = set()
 
     def latency(self, batch_size: int = 1, settings: LatencySettings | None = None, mode: str = "invoke",
                 preprocess: Callable[[Any], Any] | None = None,
@@ -257,6 +351,19 @@ class RunnableModel:
         (bytes; see :func:`pytest_tfopt.explain.explain_size`). ``compressed``: what gzip makes of them."""
         return explain_size(self, compressed=compressed)
 
+    def profile(self, batch_size: int = 1) -> Profile:
+        """Where one ``batch_size`` inference's time goes, op by op (ms), memoized; recorded as ``profile``.
+
+        Taken on a runner of its own, never inside a judged latency measurement (see
+        :func:`pytest_tfopt.explain.profile_artifact` and docs/profiling.md).
+        """
+        if batch_size not in self._profiles:
+            threads = int(self.runner.info.get("threads", 1))
+            self._profiles[batch_size] = profile_artifact(self.backend, self.artifact.content, threads,
+                                                          self._latency_input(batch_size), self.variant)
+        self.measurements["profile"] = self._profiles[batch_size]
+        return self._profiles[batch_size]
+
     #: the name of :meth:`under_load` before 0.2 (kept so existing tests keep working)
     load = under_load
 
@@ -281,6 +388,11 @@ class RunnableModel:
         else:
             feed = sig.random_batch(batch_size)
         return feed[sig.inputs[0].name] if len(sig.inputs) == 1 else feed
+
+
+def _what(data: Dataset, output: str, m: acc.Metric) -> dict[str, Any]:
+    """What an accuracy or correctness record depends on besides the loaded artifact."""
+    return {"data": data.hash, "output": output, "metric": m.name}
 
 
 def load_key(concurrency: int, batch_size: int, mode: str, rate: float | None = None) -> str:

@@ -23,7 +23,7 @@ import stat
 import sys
 from typing import Any
 
-from .errors import CacheError
+from .errors import CacheError, setting
 
 SECRET_ENV = "TFOPT_CACHE_SECRET"
 APP = "pytest-tfopt"
@@ -77,7 +77,7 @@ def check_private(path: str) -> None:
     if why is not None:
         raise CacheError(
             f"refusing the artifact cache {path!r}: {why}, so others could plant artifacts in it; use a directory "
-            f"only you can write (chmod 700 {path}), or pass --tfopt-cache-trust-shared for a deliberately shared "
+            f"only you can write (chmod 700 {path}), or pass {setting('cache_trust_shared')} for a deliberately shared "
             f"team cache (entries are then signed with ${SECRET_ENV})"
         )
 

@@ -10,21 +10,24 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
-import logging
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from . import baseline, report, security, tfenv
+from . import baseline, history, report, security, tfenv
 from .backends import default_registry as default_backends
 from .budgets import evaluate
 from .budgets import file as budgets_file
-from .cache import ArtifactCache, CacheStats
+from .cache import CacheStats
 from .errors import CacheError, TfoptError, UsageError
+from .history import mlflow_log
 from .measure.latency import LatencySettings
+from .measure.reuse import ReuseStats
 from .outputs import check_writable, check_writable_dir
+from .remote_cache import is_url, open_cache
+from .terminal_progress import TerminalProgress
 from .variants import default_registry as default_variants
 from .variants import split_variants
 from .workbench import Workbench
@@ -60,15 +63,22 @@ class TfoptState:
         if self.threads < 1:
             raise UsageError(f"--tfopt-threads={opt.tfopt_threads}: use 1 or more threads")
         self.rebuild = bool(opt.tfopt_rebuild)
-        self.cache_dir = opt.tfopt_cache_dir or self._default_cache_dir()
+        self.remeasure = bool(getattr(opt, "tfopt_remeasure", False))
+        # what rows compute beyond what budgets measured (gzip size): everything when the rows are written anywhere
+        # (reports, baselines, TensorBoard, JUnit XML, history, MLflow: later gates may need it), else nothing
+        self.asked_fields: tuple[str, ...] | None = None if _rows_written(config) else ()
+        self.cache_dir = opt.tfopt_cache_dir or self._ini_cache_dir() or self._default_cache_dir()
         self.trust_shared = bool(opt.tfopt_cache_trust_shared)
+        self.notes: list[str] = []
         self.inconclusive = opt.tfopt_inconclusive or (config.getini("tfopt_inconclusive") or "warn").strip()
         if self.inconclusive not in evaluate.INCONCLUSIVE_POLICIES:
             raise UsageError(f"ini tfopt_inconclusive = {self.inconclusive!r}: use one of {', '.join(evaluate.INCONCLUSIVE_POLICIES)}")
         # a directory nothing can be written to, or one others could plant artifacts in, is a usage error
         # (exit 4), once, before collection
         try:
-            ArtifactCache(self.cache_dir, trust_shared=self.trust_shared).check()
+            # a URL: an unreachable remote is one note (the summary shows it), an error under --tfopt-strict
+            open_cache(self.cache_dir, trust_shared=self.trust_shared, strict=self.strict,
+                       warn=self.notes.append).check()
         except CacheError as exc:
             raise UsageError(str(exc)) from None
         self.calibration_size = _int_ini(config, "tfopt_calibration_size")
@@ -81,7 +91,6 @@ class TfoptState:
         config.hook.pytest_tfopt_register_backends.call_historic(kwargs={"registry": self.backends})
         self._backend_option = opt.tfopt_backend
         self._backend_list: list[str] | None = None
-        self.notes: list[str] = []
         self.cli_variants = split_variants(opt.tfopt_variants) if opt.tfopt_variants is not None else None
         if self.cli_variants == []:
             raise UsageError(f"--tfopt-variants={opt.tfopt_variants!r} names no variant: give e.g. "
@@ -92,7 +101,9 @@ class TfoptState:
                               "runtimes oversubscribe them and latencies measure the contention")
         self.ini_variants = split_variants(config.getini("tfopt_variants") or DEFAULT_VARIANTS)
         self.rows: list[dict[str, Any]] = []
-        _check_outputs(opt)
+        self.history = opt.tfopt_history or self.ini_path("tfopt_history")  # appended to at the end
+        self.mlflow = opt.tfopt_mlflow or config.getini("tfopt_mlflow") or None  # a tracking URI or "default"
+        _check_outputs(opt, self.history, self.mlflow)
         self.budgets_file = budgets_file.find(opt.tfopt_budgets, str(config.rootpath))
         self.baseline = baseline.load(opt.tfopt_baseline) if opt.tfopt_baseline else None
         self.baseline_rows = {baseline.row_key(r): r for r in (self.baseline or {}).get("rows", [])}
@@ -101,9 +112,17 @@ class TfoptState:
             self.notes.append(f"baseline {opt.tfopt_baseline} was measured on other hardware "
                               f"({self.baseline.get('hardware', {}).get('cpu', '?')}): only accuracy and size are compared")
         self.gate = evaluate.Gate(self.budgets_file, self.baseline_rows if self.baseline is not None else None,
-                                  self.same_hardware, opt.tfopt_perf, self.inconclusive, self.canonical)
+                                  self.same_hardware, opt.tfopt_perf, self.inconclusive, self.canonical,
+                                  profile=bool(opt.tfopt_profile))
         self.cache_stats = CacheStats()
+        #: the workbenches' build progress (a bar beside pytest's line, or a section at the end; also a plugin)
+        self.progress = TerminalProgress(config)
+        self.reuse_stats = ReuseStats()  # the workers' measurement counts (xdist); see total_reuse_stats
         self._benches: dict[tuple[Any, Any], tuple[Any, Any, Workbench]] = {}
+
+    def _ini_cache_dir(self) -> str | None:
+        value = (self.config.getini("tfopt_cache_dir") or "").strip()
+        return value if is_url(value) else self.ini_path("tfopt_cache_dir")
 
     def _default_cache_dir(self) -> str:
         cache = getattr(self.config, "cache", None)
@@ -147,7 +166,8 @@ class TfoptState:
             bench = Workbench(model, dataset, cache_dir=self.cache_dir, threads=self.threads, rebuild=self.rebuild,
                               calibration_size=self.calibration_size, variants=self.variants, backends=self.backends,
                               log=self.progress, signature=self.config.getini("tfopt_signature") or "serving_default",
-                              trust_shared=self.trust_shared, latency=self.latency)
+                              trust_shared=self.trust_shared, latency=self.latency, reuse=True,
+                              remeasure=self.remeasure)
             self._benches[key] = (model, dataset, bench)  # keep the objects alive so ids stay unique
         return self._benches[key][2]
 
@@ -160,17 +180,6 @@ class TfoptState:
             register = getattr(plugin, attr, None)
             if callable(register):
                 register(registry=registry)
-
-    def progress(self, message: str) -> None:
-        """Progress of long builds (a line per stage and epoch) on the terminal, unless -q."""
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        capman = self.config.pluginmanager.get_plugin("capturemanager")
-        if reporter is not None and self.config.get_verbosity() >= 0:
-            with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-                reporter.ensure_newline()
-                reporter.write_line(f"[tfopt] {message}")
-        else:
-            logging.getLogger("pytest_tfopt").info(message)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Collect result rows (in the xdist controller they arrive in workers' reports)."""
@@ -197,6 +206,32 @@ class TfoptState:
             total.reused += s.reused
             total.build_seconds += s.build_seconds
         return total
+
+
+    def total_reuse_stats(self) -> ReuseStats:
+        """Measurements reused from records and measured, in this process and (controller) its workers."""
+        total = ReuseStats(self.reuse_stats.reused, self.reuse_stats.measured)
+        for _, _, bench in self._benches.values():
+            if bench.measurement_store is not None:
+                total.reused += bench.measurement_store.stats.reused
+                total.measured += bench.measurement_store.stats.measured
+        return total
+
+
+def _rows_written(config: pytest.Config) -> bool:
+    """Whether this run writes its result rows anywhere but the terminal (see ``TfoptState.asked_fields``)."""
+    opt = config.option
+    options = ("tfopt_report", "tfopt_save_baseline", "tfopt_update_baseline", "tfopt_tensorboard", "xmlpath",
+               "tfopt_history", "tfopt_mlflow")
+    if any(getattr(opt, name, None) for name in options):
+        return True
+    for ini in ("tfopt_history", "tfopt_mlflow"):
+        try:
+            if config.getini(ini):
+                return True
+        except ValueError:  # not registered (an older options module)
+            pass
+    return False
 
 
 def _serving_backend(url: str | None, timeout_s: float) -> Any:
@@ -262,6 +297,14 @@ def write_outputs(state: TfoptState) -> None:
             tensorboard.write(opt.tfopt_tensorboard, state.rows)
 
         writers.append((f"tensorboard: {opt.tfopt_tensorboard}", tensorboard_runs))
+    if state.history:
+        writers.append((f"history: {state.history} ({len(doc['rows'])} results appended)",
+                        functools.partial(history.append_document, state.history, doc, str(state.config.rootpath))))
+    if state.mlflow:
+        experiment = opt.tfopt_mlflow_experiment
+        revision = history.vcs.revision(str(state.config.rootpath))
+        writers.append((f"mlflow: {len(doc['rows'])} runs logged to {state.mlflow} (experiment {experiment})",
+                        functools.partial(mlflow_log.log, state.mlflow, doc, revision, experiment)))
     errors = []
     for done, write in writers:
         try:
@@ -277,8 +320,12 @@ class OutputError(Exception):
     """Some outputs could not be written (the others were)."""
 
 
-def _check_outputs(opt: Any) -> None:
+def _check_outputs(opt: Any, history_path: str | None = None, mlflow_uri: str | None = None) -> None:
     """Every output path is checked before the first test, not after the last one (usage errors)."""
+    if history_path:
+        history.store.check(history_path)
+    if mlflow_uri:
+        mlflow_log.check(mlflow_uri)
     for path in opt.tfopt_report:  # every output is checked now, not after the last test
         report.format_of(path)
         check_writable(path, "--tfopt-report")

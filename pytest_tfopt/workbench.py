@@ -13,22 +13,25 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from . import tfenv
+from . import progress, tfenv
 from .artifact import Artifact
 from .backends import Backend, BackendRegistry
 from .backends import default_registry as default_backends
-from .cache import ArtifactCache, cache_key
+from .cache import cache_key
 from .dataset import Dataset
 from .errors import BackendUnavailable, DatasetError, ModelLoadError
 from .measure.latency import LatencySettings
+from .measure.reuse import MeasurementStore
 from .models import DEFAULT_SIGNATURE, SourceModel, identity, load_model
 from .models.keras import from_keras
+from .remote_cache import open_cache
 from .runnable import RunnableModel
 from .security import user_cache_dir
 from .variants import Plan, VariantRegistry
@@ -46,7 +49,11 @@ class Workbench:
     ``tf.data.Dataset`` or ``(x, y)``. ``threads``: runtime threads (default: the
     cores of this process, shared among xdist workers). ``signature``: the SavedModel /
     ``.tflite`` signature to test. ``trust_shared``: ``cache_dir`` is a deliberately shared team cache (see
-    docs/security.md); otherwise it must be private to this user.
+    docs/security.md); otherwise it must be private to this user. ``reuse``: keep measurements that cannot
+    change (outputs, accuracy, gzip size, memory) as cache records and read them back in later runs
+    (:mod:`pytest_tfopt.measure.reuse`); ``remeasure``: read none of them back (still write them).
+    ``log``: where build progress goes: a ``str -> None`` callable (a line per build, stage and epoch) or a
+    progress sink, an object with ``event(ev)`` (:mod:`pytest_tfopt.progress`).
     """
 
     def __init__(self, model: Any, dataset: Any = None, *, cache_dir: str | os.PathLike | None = None,
@@ -54,12 +61,13 @@ class Workbench:
                  calibration_size: int = DEFAULT_CALIBRATION_SIZE,
                  variants: VariantRegistry | None = None, backends: BackendRegistry | None = None,
                  latency: LatencySettings | None = None, log: Callable[[str], None] | None = None,
-                 signature: str = DEFAULT_SIGNATURE, trust_shared: bool = False) -> None:
+                 signature: str = DEFAULT_SIGNATURE, trust_shared: bool = False, reuse: bool = False,
+                 remeasure: bool = False) -> None:
         self._model_arg = model
         self.signature_key = signature
         self._dataset_arg = dataset
         # the default is per user (~/.cache/pytest-tfopt/artifacts), never a shared temp directory
-        self.cache = ArtifactCache(cache_dir or user_cache_dir("artifacts"), rebuild, trust_shared=trust_shared)
+        self.cache = open_cache(cache_dir or user_cache_dir("artifacts"), rebuild, trust_shared=trust_shared)
         self.threads = threads or tfenv.default_threads()
         self.calibration_size = calibration_size
         self.variants = variants or default_variants()
@@ -71,6 +79,8 @@ class Workbench:
         self._record: str | None = None  # the cache record of the model file's identity (a path's only)
         self._dataset: Dataset | None = None
         self._runnables: dict[tuple[str, str], RunnableModel] = {}
+        #: where measurements that cannot change are kept (``None``: measured every time)
+        self.measurement_store = MeasurementStore(self.cache, remeasure) if reuse else None
 
     # ---- inputs -----------------------------------------------------------
     @property
@@ -128,9 +138,15 @@ class Workbench:
         return self.dataset.calibration(size or self.calibration_size)
 
     @property
-    def evaluation(self) -> Dataset:
-        """The evaluation (test) split."""
+    def eval_dataset(self) -> Dataset:
+        """The evaluation split (the data set's ``test`` split): what the ``eval_dataset`` fixture hands out and
+        every :class:`RunnableModel` of this workbench evaluates on."""
         return self.dataset.test
+
+    @property
+    def evaluation(self) -> Dataset:
+        """The old name of :attr:`eval_dataset` (kept for compatibility)."""
+        return self.eval_dataset
 
     # ---- variants ----------------------------------------------------------
     def backend(self, name: str) -> Backend:
@@ -177,14 +193,21 @@ class Workbench:
         key = cache_key(provenance)
 
         def make() -> Artifact:
-            self.log(f"building {plan.id} for {be.name} ({source.name})")
-            with warnings.catch_warnings():
-                # TensorFlow's own converter calibrates through the deprecated tf.lite.Interpreter: its
-                # deprecation warning is not about the user's code
-                warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated",
-                                        category=UserWarning)
-                built_from, stages = self._transform(plan, self.source, train)
-                built = be.build(built_from, recipe, calibration, params)
+            report, what = progress.emitter(self.log), f"{plan.id} for {be.name} ({source.name})"
+            report.build(what)
+            started = time.perf_counter()
+            try:
+                with warnings.catch_warnings():
+                    # TensorFlow's own converter calibrates through the deprecated tf.lite.Interpreter: its
+                    # deprecation warning is not about the user's code
+                    warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated",
+                                            category=UserWarning)
+                    built_from, stages = self._transform(plan, self.source, train, report)
+                    built = be.build(built_from, recipe, calibration, params)
+            except BaseException:
+                report.ended(what, time.perf_counter() - started, ok=False)  # a live bar is taken down
+                raise
+            report.ended(what, time.perf_counter() - started)
             meta = {**built.metadata, **provenance, "stages": stages, "cache_key": key}
             return Artifact(built.content, meta, be.artifact_suffix)
 
@@ -195,17 +218,19 @@ class Workbench:
             self.cache.write_record(self._record, identity.to_record(self._source))
         return artifact
 
-    def _transform(self, plan: Plan, source: SourceModel, train: Dataset | None) -> tuple[SourceModel, list[dict]]:
+    def _transform(self, plan: Plan, source: SourceModel, train: Dataset | None,
+                   report: progress.Emitter) -> tuple[SourceModel, list[dict]]:
         """Apply the plan's model-level transforms; returns the model to convert and per-stage stats."""
         if not plan.transforms:
             return source, []
         model: Any = source
         stages = []
         for spec, recipe in plan.transforms:
-            self.log(f"stage {spec.id}")
+            report.stage(spec.id)
             if recipe.needs_keras and isinstance(model, SourceModel):
                 model = as_tf_keras(model.model, model.kind, model.name)
-            model, stats = recipe.apply(model, train, {**recipe.params, **dict(spec.params)}, self.log)
+            # the recipe's log: callable with a line, as always; it also takes progress.step (its epochs)
+            model, stats = recipe.apply(model, train, {**recipe.params, **dict(spec.params)}, report)
             stages.append({"stage": spec.id, **stats})
         if isinstance(model, SourceModel):  # e.g. graphopt hands back a SavedModel
             return model, stages
@@ -222,7 +247,8 @@ class Workbench:
             if eval_data is not None:
                 self.identity.check_inputs(eval_data.x, "evaluation data")
             self._runnables[memo] = RunnableModel(plan.id, backend, artifact, runner, eval_data, self.latency_settings,
-                                                  open_runner=functools.partial(self.backend(backend).load, artifact))
+                                                  open_runner=functools.partial(self.backend(backend).load, artifact),
+                                                  store=self.measurement_store)
         return self._runnables[memo]
 
     def reference(self, backend: str = "tflite") -> RunnableModel:
@@ -232,7 +258,7 @@ class Workbench:
     def _evaluation_or_none(self) -> Dataset | None:
         if self._dataset_arg is None and self._dataset is None:
             return None
-        return self.evaluation
+        return self.eval_dataset
 
 
 def _jsonable(value: Any) -> bool:

@@ -171,7 +171,7 @@ def measure(wb: Workbench, backend: str, variant: str) -> Case:
     case.diff = float(np.abs(model.predictions().astype(np.float64) - theirs).max())
     case.size_kb, case.ref_size_kb = model.size_bytes / 1024, ref.size_bytes / 1024
     case.top1, case.ref_top1 = model.evaluate(), ref.evaluate()
-    y = wb.evaluation.y
+    y = wb.eval_dataset.y
     case.brier_drop = brier(y, model.predictions()) - brier(y, ref.predictions())
     assert case.diff > 0, f"{variant} on {backend}: outputs identical to fp32 on {case.diff_reference}"
     assert case.top1_drop < LOOSE_DROP, f"{variant} on {backend}: top-1 drop {case.top1_drop}"

@@ -80,7 +80,7 @@ def test_fp32_matches_fp32_on_tf_and_tflite(wb, reference):
     diff = _max_diff(model.predictions(), ref.predictions())
     assert diff < FP32_ATOL, f"openvino fp32: max abs diff {diff} vs {reference} fp32"
     assert model.evaluate() == ref.evaluate()
-    x = wb.evaluation.x[:23]
+    x = wb.eval_dataset.x[:23]
     assert model.predict(x[0]).shape == (1, 10)
     np.testing.assert_allclose(model.predict(x, batch_size=7), model.predict(x), atol=1e-6)
     assert model.predict(x).dtype == np.float32

@@ -206,7 +206,7 @@ def model_base(artifact, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def x_eval(wb) -> np.ndarray:
-    return wb.evaluation.x[:50]
+    return wb.eval_dataset.x[:50]
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,7 @@ def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
 # ---- ONNX for TensorRT -------------------------------------------------------------------------
 def test_fp32_graph_matches_tflite_reference(wb, graphs):
     reference = wb.reference("tflite").predictions()
-    out = run_cpu(graphs("fp32"), wb.evaluation.x)
+    out = run_cpu(graphs("fp32"), wb.eval_dataset.x)
     diff = float(np.abs(out - reference).max())
     assert diff < 1e-4, f"max abs diff {diff} vs tflite fp32"
     assert trt_backend.onnx_precision(graphs("fp32")) == "fp32"
@@ -78,11 +78,11 @@ def test_float16_graph_is_fp16_inside_with_fp32_io(wb, graphs):
     assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert "Cast" in {n.op_type for n in proto.graph.node}
     assert trt_backend.onnx_precision(content) == "float16"
-    fp32 = run_cpu(graphs("fp32"), wb.evaluation.x)
-    fp16 = run_cpu(content, wb.evaluation.x)
+    fp32 = run_cpu(graphs("fp32"), wb.eval_dataset.x)
+    fp16 = run_cpu(content, wb.eval_dataset.x)
     # FP16 keeps ~3 decimal digits: softmax outputs agree to a few 1e-3
     assert float(np.abs(fp16 - fp32).max()) < 1e-2
-    assert abs(accuracy(fp16, wb.evaluation.y) - accuracy(fp32, wb.evaluation.y)) <= 0.005
+    assert abs(accuracy(fp16, wb.eval_dataset.y) - accuracy(fp32, wb.eval_dataset.y)) <= 0.005
 
 
 def test_int8_graph_has_symmetric_qdq_on_weights_and_activations(wb, graphs):
@@ -107,9 +107,9 @@ def test_int8_graph_has_symmetric_qdq_on_weights_and_activations(wb, graphs):
     assert not any(n.op_type == "DequantizeLinear" and inits.get(n.input[0]) is not None
                    and inits[n.input[0]].data_type == onnx.TensorProto.INT32 for n in dequantize), "biases stay float"
     assert trt_backend.onnx_precision(content) == "int8"
-    fp32 = run_cpu(graphs("fp32"), wb.evaluation.x)
-    int8 = run_cpu(content, wb.evaluation.x)
-    assert abs(accuracy(int8, wb.evaluation.y) - accuracy(fp32, wb.evaluation.y)) <= 0.02
+    fp32 = run_cpu(graphs("fp32"), wb.eval_dataset.x)
+    int8 = run_cpu(content, wb.eval_dataset.x)
+    assert abs(accuracy(int8, wb.eval_dataset.y) - accuracy(fp32, wb.eval_dataset.y)) <= 0.02
 
 
 def test_calibration_feeding_visits_every_sample_once_per_pass(wb, monkeypatch):
@@ -294,7 +294,7 @@ def test_engine_matches_the_tflite_reference(wb, precision, atol, max_drop):
     info = model.info
     assert info["gpu"] and info["compute_capability"] and info["precision"] == precision
     assert info["route"] in (trt_backend.ROUTE_TENSORRT, trt_backend.ROUTE_ORT)
-    x = wb.evaluation.x[:23]
+    x = wb.eval_dataset.x[:23]
     np.testing.assert_allclose(model.predict(x, batch_size=7), model.predict(x), atol=1e-5)
     assert model.predict(x[0]).shape == (1, 10)
     stats = model.latency(batch_size=4)

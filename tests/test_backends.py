@@ -54,7 +54,7 @@ def test_fp32_matches_tflite_fp32(wb, tflite_fp32, backend):
     stats = model.latency()
     assert stats.n >= 20 and 0 < stats.p50_ms <= stats.p95_ms
     # one sample, odd batch sizes (padded last batch) and the default batching agree
-    x = wb.evaluation.x[:23]
+    x = wb.eval_dataset.x[:23]
     assert model.predict(x[0]).shape == (1, 10)
     np.testing.assert_allclose(model.predict(x, batch_size=7), model.predict(x), atol=1e-6)
     info = model.info
@@ -127,7 +127,7 @@ def test_onnxruntime_quantized_variants(wb, variant):
         types = {init.data_type for init in proto.graph.initializer}
         assert onnx.TensorProto.FLOAT16 in types
         assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # keep_io_types
-    assert model.predict(wb.evaluation.x[:3]).dtype == np.float32
+    assert model.predict(wb.eval_dataset.x[:3]).dtype == np.float32
 
 
 @pytest.mark.parametrize("backend", ["tf", "xla"])

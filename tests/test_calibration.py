@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from pytest_tfopt.budgets import parse_marker
+from pytest_tfopt.budgets.quality import TANGO_CONTINUITY
 from pytest_tfopt.measure import accuracy as acc
 from pytest_tfopt.measure.latency import LatencyStats
-from pytest_tfopt.measure.stats import paired_bootstrap, quantile_ranks, tango_interval
+from pytest_tfopt.measure.stats import effective_samples, jackknife, paired_bootstrap, quantile_ranks, tango_interval
 
 REPS = 300
 STATED = 0.025  # the one-sided error rate of either end of a two-sided 95 % interval
@@ -116,7 +117,7 @@ def tango_verdicts(n: int, discordance: float, drop: float, seed: int, limit: fl
     for both, b, c, _ in paired_counts(np.random.default_rng(seed), n, discordance, drop):
         value, ref = (both + c) / n, (both + b) / n
         if with_interval:
-            lo, hi = tango_interval(int(b), int(c), n, 0.95)
+            lo, hi = tango_interval(int(b), int(c), n, 0.95, TANGO_CONTINUITY)
             verdicts.append(budget.judge("sim", TOP1, value, ref, (lo, hi, ""), n, int(b + c)).passed)
         else:
             verdicts.append(budget.judge("sim", TOP1, value, ref).passed)
@@ -163,3 +164,68 @@ def test_the_accuracy_check_can_fail():
     """Control: deciding on the point drop (no interval) passes a model exactly at the budget about half the time."""
     verdicts = tango_verdicts(1000, 0.05, 0.01, seed=11, with_interval=False)
     assert share(verdicts, True) > most(STATED)
+
+
+def exact_tail(n: int, discordance: float, drop: float, continuity: float) -> float:
+    """P(FAIL) of a budget placed exactly at the true drop (Tango), summed over every (b, c) with its probability."""
+    from scipy.stats import multinomial
+
+    p_b, p_c = (discordance + drop) / 2, (discordance - drop) / 2
+    budget = parse_marker("max_accuracy_drop", (drop,), {"confidence": 0.95})
+    total = 0.0
+    for b in range(0, 40):
+        for c in range(0, 40):
+            prob = float(multinomial.pmf([b, c, n - b - c], n, [p_b, p_c, 1 - p_b - p_c]))
+            lo, hi = tango_interval(b, c, n, 0.95, continuity)
+            if budget.judge("sim", TOP1, 0.9, 0.9 + (b - c) / n, (lo, hi, ""), n, b + c).passed is False:
+                total += prob
+    return total
+
+
+def test_tango_with_few_discordant_pairs_keeps_its_lower_end_exactly():
+    """n=300, 2 % discordance, true drop at the budget: the plain score interval FAILS a holding budget 4.4 % of
+    the time (exact); continuity-corrected by half a pair (the budget's default) at most 2.5 %."""
+    assert exact_tail(300, 0.02, 0.01, 0.0) > STATED + 0.01  # the control: the plain interval misses
+    assert exact_tail(300, 0.02, 0.01, TANGO_CONTINUITY) <= STATED
+
+
+def test_effective_samples_counts_the_samples_that_carry_the_difference():
+    n = 400
+    rng = np.random.default_rng(3)
+    theirs, ours = np.ones(n), np.ones(n)
+    ours[rng.choice(n, 12, replace=False)] = 0.0  # 12 samples lost: a top-1 drop carried by 12 samples
+    top1 = jackknife(n, lambda i: TOP1.drop(float(theirs[i].mean()), float(ours[i].mean())))
+    assert effective_samples(top1) == pytest.approx(12, abs=0.5)
+    errors = np.abs(rng.normal(0, 1, n))
+    everywhere = errors + rng.normal(0.05, 0.01, n)  # every output moved a little: the whole data set carries it
+    assert effective_samples(jackknife(n, lambda i: float(everywhere[i].mean() - errors[i].mean()))) > 0.5 * n
+    few = errors.copy()
+    few[:3] += 5.0  # three outliers make the whole difference
+    assert effective_samples(jackknife(n, lambda i: float(few[i].mean() - errors[i].mean()))) < 5
+
+
+def test_the_bootstrap_of_a_continuous_metric_does_not_pass_on_a_handful_of_samples():
+    """MAE drop carried by 3 samples of 400: the BCa interval may sit within the budget, the guard says INCONCLUSIVE."""
+    n = 400
+    y = np.zeros((n, 1))
+    fp32 = np.full((n, 1), 0.1)
+    variant = fp32.copy()
+    variant[:3] += 0.3
+    mae = acc.resolve("mae")
+    budget = parse_marker("max_accuracy_drop", (0.01,), {"confidence": 0.95})
+    found = paired_bootstrap(n, lambda i: mae.drop(mae(y[i], fp32[i]), mae(y[i], variant[i])))
+    assert found[1] <= 0.01 and found.effective < 10
+    verdict = budget.judge("sim", mae, mae(y, variant), mae(y, fp32), (*found, ""), n, found.effective)
+    assert verdict.passed is None and "only about 3 of 400 samples carry the difference" in verdict.message
+    spread = fp32 + 0.3 * 3 / n + np.random.default_rng(1).normal(0, 0.001, (n, 1))  # the same drop over every sample
+    wide = paired_bootstrap(n, lambda i: mae.drop(mae(y[i], fp32[i]), mae(y[i], spread[i])))
+    assert wide.effective > 100
+    assert budget.judge("sim", mae, mae(y, spread), mae(y, fp32), (*wide, ""), n, wide.effective).passed is True
+
+
+def test_bca_moves_the_interval_with_the_skew():
+    """The mean of a right-skewed sample: BCa's ends sit to the right of the plain percentile ends (Efron 1987)."""
+    x = np.random.default_rng(5).lognormal(0, 1, 60)
+    plain = paired_bootstrap(len(x), lambda i: float(x[i].mean()), method="percentile")
+    bca = paired_bootstrap(len(x), lambda i: float(x[i].mean()))
+    assert bca[0] > plain[0] and bca[1] > plain[1]

@@ -110,7 +110,7 @@ def test_model_without_prunable_layers_is_a_clear_error_and_caches_nothing(tmp_p
 
 
 def test_unlabelled_data_cannot_fine_tune(bench, tmp_path):
-    data = Dataset.from_arrays(bench.dataset.train.x, None, x_test=bench.evaluation.x)
+    data = Dataset.from_arrays(bench.dataset.train.x, None, x_test=bench.eval_dataset.x)
     wb = Workbench(bench.source.path, data, cache_dir=tmp_path, threads=1)
     with pytest.raises(DatasetError, match="no labelled training split: give x_train and y_train"):
         wb.build("pruned(epochs=1)")
@@ -126,7 +126,7 @@ def test_keras3_model_is_rebuilt_in_tf_keras_for_tfmot(tmp_path, data_path):
     pruned = wb.runnable("pruned(sparsity=0.5,epochs=1)")
     assert pruned.artifact.metadata["source_model"] == model.name
     assert min(pruned.artifact.metadata["stages"][0]["sparsity"].values()) >= 0.49
-    out = pruned.predict(np.asarray(wb.evaluation.x[:3]))
+    out = pruned.predict(np.asarray(wb.eval_dataset.x[:3]))
     assert out.shape == (3, 10)
 
 

@@ -64,7 +64,7 @@ def test_distilled_student_is_accurate_and_small(bench):
     assert stage["teacher_outputs"] == "probabilities" and np.isfinite(stage["final_loss"])
     assert model.evaluate() >= 0.88  # measured 0.92 (teacher fp32 0.973)
     assert model.size_bytes < 0.5 * bench.reference().size_bytes
-    probs = model.predict(np.asarray(bench.evaluation.x[:4]))
+    probs = model.predict(np.asarray(bench.eval_dataset.x[:4]))
     assert probs.shape == (4, 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=0.02)  # a softmax was appended, like the teacher
 
@@ -173,7 +173,7 @@ def test_student_with_the_wrong_output_shape_caches_nothing(tmp_path, model_path
 
 
 def test_unlabelled_data_cannot_distill(bench, tmp_path):
-    data = Dataset.from_arrays(bench.dataset.train.x, None, x_test=bench.evaluation.x)
+    data = Dataset.from_arrays(bench.dataset.train.x, None, x_test=bench.eval_dataset.x)
     wb = Workbench(bench.source.path, data, cache_dir=tmp_path, threads=1)
     with pytest.raises(DatasetError, match="distilled .* no labelled training split"):
         wb.build("distilled(epochs=1)")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pytest_tfopt.budgets import parse_marker
+from pytest_tfopt.budgets.quality import TANGO_CONTINUITY
 from pytest_tfopt.errors import DatasetError, UsageError
 from pytest_tfopt.measure import accuracy as acc
 from pytest_tfopt.measure import concurrency
@@ -324,7 +325,7 @@ def test_mcnemar_budget_uses_the_tango_interval(bench):
     model, reference = bench.runnable("int8"), bench.reference()
     ours, theirs = model.correct(), reference.correct()
     b, c, n = int(np.sum(theirs & ~ours)), int(np.sum(~theirs & ours)), len(ours)
-    lo, hi = tango_interval(b, c, n, 0.95)
+    lo, hi = tango_interval(b, c, n, 0.95, TANGO_CONTINUITY)
     holds = parse_marker("max_accuracy_drop", (hi + 0.001,), {"method": "mcnemar"}).check(model, reference)
     straddled = parse_marker("max_accuracy_drop", (hi - 0.001,), {"confidence": 0.95, "method": "mcnemar"}).check(
         model, reference)
@@ -332,7 +333,7 @@ def test_mcnemar_budget_uses_the_tango_interval(bench):
     broken = parse_marker("max_accuracy_drop", (below,), {"confidence": 0.95}).check(model, reference)
     assert holds.passed is True and straddled.passed is None
     assert broken.passed is (False if below < lo else None)  # FAIL only when the whole interval is beyond
-    assert f"[{lo:.4f}, {hi:.4f}] at 95% (Tango score interval; {b} lost vs {c} gained, exact McNemar p=" in straddled.message
+    assert f"[{lo:.4f}, {hi:.4f}] at 95% (Tango score interval, continuity-corrected; {b} lost vs {c} gained, exact McNemar p=" in straddled.message
     assert straddled.detail == "mcnemar" and broken.detail == "mcnemar"  # Tango is the default for top-1
     assert math.isclose(straddled.measured, model.evaluate())
 
@@ -407,7 +408,7 @@ def test_mcnemar_budget_zero(optimized_model):
     ])
     result.stdout.fnmatch_lines([  # a budget of 0 is never shown to hold; one lost sample does not break it either
         "*max_accuracy_drop(0, confidence=0.95, method='mcnemar') inconclusive: int8 on tflite: top1 0.9711 vs fp32 "
-        "0.9733, drop 0.0022 [[]*[]] at 95% (Tango score interval; 1 lost vs 0 gained, exact McNemar p=1) (two-sided "
+        "0.9733, drop 0.0022 [[]*[]] at 95% (Tango score interval, continuity-corrected; 1 lost vs 0 gained, exact McNemar p=1) (two-sided "
         "95% interval, upper end a one-sided 97.5% bound) ~ budget 0; needs about * evaluation samples *",
     ])
     result.stdout.fnmatch_lines([  # the summary names how each budget was measured

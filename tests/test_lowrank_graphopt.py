@@ -159,7 +159,7 @@ def test_graphopt_keeps_predictions_and_removes_ops(bench):
     assert stage["op_types_after"]["Conv2D"] == 2 and stage["op_types_after"]["MatMul"] == 2
     assert "_FusedConv2D" not in stage["op_types_after"]  # TFLite cannot convert remapper's fused ops
     assert stage["max_abs_diff"] <= 1e-4
-    x = np.asarray(bench.evaluation.x)
+    x = np.asarray(bench.eval_dataset.x)
     np.testing.assert_allclose(optimized.predict(x), fp32.predict(x), atol=1e-4, rtol=0)
 
     int8 = bench.runnable("graphopt+int8")
@@ -192,7 +192,7 @@ def test_graphopt_on_a_savedmodel_source(tmp_path, data_path):
     optimized = wb.runnable("graphopt")
     stage = optimized.artifact.metadata["stages"][0]
     assert stage["ops_after"] <= stage["ops_before"]
-    x = np.asarray(wb.evaluation.x[:32])
+    x = np.asarray(wb.eval_dataset.x[:32])
     np.testing.assert_allclose(optimized.predict(x), wb.reference().predict(x), atol=1e-4, rtol=0)
 
 

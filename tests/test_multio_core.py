@@ -113,9 +113,9 @@ def test_tflite_runs_by_name_and_keeps_ids_integer(bench, variant):
     import keras
 
     model = bench.runnable(variant)
-    x = bench.evaluation.x
+    x = bench.eval_dataset.x
     out = model.predict(x)
-    assert set(out) == {"risk", "progression"} and out["risk"].shape == (len(bench.evaluation), 2)
+    assert set(out) == {"risk", "progression"} and out["risk"].shape == (len(bench.eval_dataset), 2)
     dtypes = {d["name"]: d["dtype"] for d in model.runner._interp.get_input_details()}
     assert any("ids" in n and t == np.int32 for n, t in dtypes.items()), dtypes  # never quantized
     if variant == "int8_io":
@@ -161,8 +161,8 @@ def test_saved_model_with_another_signature_and_several_outputs(tmp_path, preloa
     one_line(excinfo, ModelLoadError, "no 'serving_default' signature (it has: predict)", "tfopt_signature")
     wb = Workbench(path, DIABETES, cache_dir=tmp_path / "cache", threads=1, signature="predict")
     assert wb.source.signature.output_names == ["progression", "risk"]
-    out = wb.runnable("int8").predict(wb.evaluation.x)
-    ref = model(wb.evaluation.x)
+    out = wb.runnable("int8").predict(wb.eval_dataset.x)
+    ref = model(wb.eval_dataset.x)
     assert np.mean(out["risk"].argmax(1) == np.asarray(ref["risk"]).argmax(1)) > 0.9
 
 
@@ -180,7 +180,7 @@ def test_tfmot_transforms_on_named_inputs_and_outputs(bench, variant, stat):
         assert all(v >= 0.45 for v in stages[0]["sparsity"].values()), stages[0]
     if stat == "unique_weights":
         assert all(v <= 8 for v in stages[0]["unique_weights"].values()), stages[0]
-    out = model.predict(bench.evaluation.x)
+    out = model.predict(bench.eval_dataset.x)
     assert set(out) == {"risk", "progression"}
     assert model.evaluate(output="risk") > 0.6
     assert model.evaluate(output="progression", metric="mae") < 0.7
@@ -233,8 +233,8 @@ def test_tflite_source_with_a_signature(bench, tmp_path):
     assert {t.name: t.dtype for t in source.signature.inputs} == {"features": "float32", "ids": "int32"}
     assert source.signature.output_names == ["progression", "risk"]
     wb = Workbench(path, DIABETES, cache_dir=tmp_path / "cache", threads=1)
-    out = wb.runnable("fp32").predict(wb.evaluation.x)
-    ref = bench.runnable("fp32").predict(bench.evaluation.x)
+    out = wb.runnable("fp32").predict(wb.eval_dataset.x)
+    ref = bench.runnable("fp32").predict(bench.eval_dataset.x)
     assert all(np.array_equal(out[k], ref[k]) for k in ("risk", "progression"))
 
 
@@ -276,8 +276,8 @@ def test_subclassed_models_traced_at_their_call(tmp_path, preloaded_runtimes):
     heads(x[:2])  # traced once: its build records the input shape
     wb = Workbench(heads, Dataset(x), cache_dir=tmp_path / "a", threads=1)
     assert {t.name: t.shape for t in wb.source.signature.outputs} == {"box": (4,), "score": (1,)}
-    out = wb.runnable("int8").predict(wb.evaluation.x)
-    ref = heads(wb.evaluation.x)
+    out = wb.runnable("int8").predict(wb.eval_dataset.x)
+    ref = heads(wb.eval_dataset.x)
     assert set(out) == {"box", "score"} and np.max(np.abs(out["box"] - np.asarray(ref["box"]))) < 0.1
 
     tokens = Tokens()
@@ -285,9 +285,9 @@ def test_subclassed_models_traced_at_their_call(tmp_path, preloaded_runtimes):
     tokens({k: v[:2] for k, v in data.items()})
     wb = Workbench(tokens, Dataset(data), cache_dir=tmp_path / "b", threads=1)
     assert {t.name: t.dtype for t in wb.source.signature.inputs} == {"ids": "int32", "extra": "float32"}
-    out = wb.runnable("int8").predict(wb.evaluation.x)
-    assert out.shape == (len(wb.evaluation), 2)
-    assert np.mean(out.argmax(1) == np.asarray(tokens(wb.evaluation.x)).argmax(1)) > 0.9
+    out = wb.runnable("int8").predict(wb.eval_dataset.x)
+    assert out.shape == (len(wb.eval_dataset), 2)
+    assert np.mean(out.argmax(1) == np.asarray(tokens(wb.eval_dataset.x)).argmax(1)) > 0.9
 
 
 def test_a_never_called_subclassed_model_names_the_remedy(preloaded_runtimes):

@@ -212,7 +212,7 @@ def test_fully_convolutional_model_on_unlabeled_data(multitask):
 
         @pytest.mark.tfopt_variants("int8")
         @pytest.mark.max_size_kb(1)
-        @pytest.mark.min_speedup(100)
+        @pytest.mark.min_speedup(1.0)  # int8 is about 3x slower than fp32 on this model (LiteRT, 1 thread)
         def test_size_and_speed_broken(optimized_model):
             pass
 
@@ -227,8 +227,13 @@ def test_fully_convolutional_model_on_unlabeled_data(multitask):
     result.stdout.fnmatch_lines([
         "*min_fidelity(60, metric='snr_db', output='gray') broken: int8 on tflite, output 'gray': snr_db vs fp32 * < budget 60*",
     ])
-    result.stdout.fnmatch_lines(["*min_speedup(100, reference='fp32') broken: int8 on tflite: *x * over fp32*",
-                                 "*test_size_and_speed_broken*min_speedup FAIL, max_size_kb FAIL"])
+    result.stdout.fnmatch_lines([  # the shipped model where int8 is slower: the failure says which ops and kernels
+        "*min_speedup(1, reference='fp32') broken: int8 on tflite: 0.*x * over fp32*",
+        "per-op profile (LiteRT op by op*",
+        "*CONV_2D * 4 x * ms * 4 x * ms *[[]XNNPACK[]]*",
+        "*diagnosis: 4 CONV_2D ops take * ms more in int8 than in fp32*most of the difference*",
+    ])
+    result.stdout.fnmatch_lines(["*test_size_and_speed_broken*min_speedup FAIL, max_size_kb FAIL"])
     result.stdout.fnmatch_lines(["*has no labels: accuracy needs y*label-free markers min_fidelity / max_output_diff*"])
 
 

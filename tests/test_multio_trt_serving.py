@@ -145,7 +145,7 @@ def test_trt_fp32_graph_names_every_input_and_output_and_matches_keras(multitask
     inputs = {i.name: i.type.tensor_type.elem_type for i in proto.graph.input}
     assert inputs == {"ids": onnx.TensorProto.INT32, "features": onnx.TensorProto.FLOAT}
     assert sorted(o.name for o in proto.graph.output) == ["progression", "risk"]
-    x = multitask.evaluation.x
+    x = multitask.eval_dataset.x
     diffs = max_diff(run_cpu(graphs("multitask", "fp32"), dict(x)), keras_outputs(multitask, x))
     assert max(diffs.values()) < 1e-5, diffs
 
@@ -159,7 +159,7 @@ def test_trt_float16_graph_keeps_integer_ids_and_fp32_io(multitask, graphs):
     assert inputs == {"ids": onnx.TensorProto.INT32, "features": onnx.TensorProto.FLOAT}
     assert {o.type.tensor_type.elem_type for o in proto.graph.output} == {onnx.TensorProto.FLOAT}
     assert trt_backend.onnx_precision(content) == "float16"
-    x = multitask.evaluation.x
+    x = multitask.eval_dataset.x
     diffs = max_diff(run_cpu(content, dict(x)), keras_outputs(multitask, x))
     assert max(diffs.values()) < 2e-2, diffs
 
@@ -211,7 +211,7 @@ def test_trt_int8_graph_quantizes_float_tensors_only(multitask, graphs):
     assert consumers_of_ids and "QuantizeLinear" not in consumers_of_ids
     for node in quantize:
         assert not numpy_helper.to_array(inits[node.input[2]]).any(), "symmetric: zero points 0"
-    x = multitask.evaluation.x
+    x = multitask.eval_dataset.x
     reference = keras_outputs(multitask, x)
     int8 = run_cpu(graphs("multitask", "int8"), dict(x))
     assert float(np.abs(int8["risk"] - reference["risk"]).max()) < 0.05
@@ -336,7 +336,7 @@ def test_ort_route_runner_feeds_and_returns_by_name(multitask, fcn, graphs):
     # the ORT route's runner on a CPU session: only the execution provider differs from a GPU run
     runner = trt_backend.OrtTensorRTRunner(cpu_session(graphs("multitask", "fp32")), "fp32", {"threads": 1})
     assert runner.info["route"] == trt_backend.ROUTE_ORT and runner.signature.input_names == ["features", "ids"]
-    x = multitask.evaluation.x
+    x = multitask.eval_dataset.x
     out = runner.predict(x, batch_size=5)  # 13 samples: 3 batches, the last one padded
     assert isinstance(out, dict) and sorted(out) == ["progression", "risk"]
     assert max(max_diff(out, keras_outputs(multitask, x)).values()) < 1e-5
@@ -490,7 +490,7 @@ def test_serving_export_signature_names_inputs_and_outputs(multitask_served):
 
 def test_serving_multitask_columnar_round_trip_with_integer_ids(multitask, multitask_served):
     artifact, base, name = multitask_served
-    x = multitask.evaluation.x
+    x = multitask.eval_dataset.x
     with ColumnarStandIn(base, name) as server:
         runner = ServingBackend(url=server.url, timeout_s=30).load(artifact, 1)
         try:
@@ -552,7 +552,7 @@ def test_serving_answer_missing_an_output_is_one_line(multitask, multitask_serve
         runner = ServingBackend(url=server.url, timeout_s=30).load(artifact, 1)
         try:
             with pytest.raises(ServingError) as info:
-                runner.predict(multitask.evaluation.x)
+                runner.predict(multitask.eval_dataset.x)
         finally:
             runner.close()
     message = str(info.value)
@@ -568,7 +568,7 @@ def test_graphopt_keeps_every_input_and_output(multitask):
     assert "GatherV2" in stage["op_types_after"], "the embedding lookup survives"
     assert optimized.signature.input_names == ["features", "ids"]
     assert optimized.signature.input("ids").dtype == "int32"
-    x = multitask.evaluation.x
+    x = multitask.eval_dataset.x
     diffs = max_diff(optimized.predict(x), keras_outputs(multitask, x))
     assert max(diffs.values()) < 1e-5, diffs
 

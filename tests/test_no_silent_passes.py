@@ -318,10 +318,10 @@ def test_free_sequence_axis_with_integer_ids(tmp_path, preloaded_runtimes):
     data = Dataset.from_arrays(rng.integers(0, 50, (60, 12)).astype(np.int32), rng.integers(0, 2, 60),
                                x_test=rng.integers(0, 50, (20, 20)).astype(np.int32), y_test=rng.integers(0, 2, 20))
     wb = Workbench(model, data, cache_dir=tmp_path, threads=1)
-    expected = np.asarray(model(wb.evaluation.x))
+    expected = np.asarray(model(wb.eval_dataset.x))
     for variant, tol in (("dynamic", 0.05), ("int8", 0.1)):
         runnable = wb.runnable(variant)
-        out = runnable.predict(wb.evaluation.x)
+        out = runnable.predict(wb.eval_dataset.x)
         assert out.shape == (20, 2) and np.max(np.abs(out - expected)) < tol, variant
         assert runnable.info["input_shapes"] == {"tokens": [20]}
 

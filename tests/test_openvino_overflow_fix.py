@@ -70,9 +70,9 @@ def test_int8_is_what_a_direct_nncf_quantize_gives(monkeypatch, shared_cache, mo
         fast_bias_correction=True, advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fix),
     )
     compiled = wb.backend("openvino").core.compile_model(direct, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    theirs = np.asarray(compiled(wb.evaluation.x)[0])
+    theirs = np.asarray(compiled(wb.eval_dataset.x)[0])
     np.testing.assert_allclose(model.predictions(), theirs, atol=1e-4)
-    labels = np.asarray(wb.evaluation.y)
+    labels = np.asarray(wb.eval_dataset.y)
     assert model.evaluate() >= float(np.mean(theirs.argmax(1) == labels))
 
 

@@ -469,7 +469,7 @@ def test_file_size_limit_is_a_cache_error_and_keeps_other_entries(tmp_path, size
     run = subprocess.run([sys.executable, "-c", FULL_WRITE, str(cache), KEY, str(size), str(meta_size)],
                          env=ENV, capture_output=True, text=True, timeout=60)
     assert run.stdout.strip() == (f"CacheError: cannot write the artifact cache '{cache}' (File too large): "
-                                  "free disk space or choose another --tfopt-cache-dir"), run.stdout + run.stderr
+                                  "free disk space or choose another cache_dir"), run.stdout + run.stderr  # no front end: the keyword
     assert assert_clean(cache) == sorted(["a" * 32 + ".json", "a" * 32 + ".lock", "a" * 32 + ".tflite",
                                           KEY + ".lock", BUILD_LOG])
     fresh = ArtifactCache(cache, lock_timeout_s=1.0)  # space is back: the same key builds, the other entry is intact

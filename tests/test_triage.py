@@ -91,7 +91,7 @@ def sensitive_near_boundary(tmp_path_factory) -> Workbench:
 
 # ---- triage -----------------------------------------------------------------------------------------------
 def test_triage_ranks_the_digits_cnn_layers(bench):
-    triage = quantization_triage(bench.source, bench.calibration(), bench.evaluation)
+    triage = quantization_triage(bench.source, bench.calibration(), bench.eval_dataset)
 
     assert triage.available, triage.error
     finite = [r for r in triage.ranking if math.isfinite(r.rmse_scale)]
@@ -214,7 +214,7 @@ def test_unmeetable_budget_keeps_the_best_artifact(sensitive_near_boundary):
     assert rounds[selective["chosen_round"]]["size_bytes"] == model.size_bytes
     assert selective["float_layers"] and selective["fallback"] is None
     assert "dynamic-range" in rounds[-1]["fallback"]  # tried last, after every scored layer went float
-    assert model.predict(sensitive_near_boundary.evaluation.x[:3]).shape == (3, 4)
+    assert model.predict(sensitive_near_boundary.eval_dataset.x[:3]).shape == (3, 4)
 
 
 @pytest.mark.parametrize("value", [-0.1, "0.01", True])

@@ -21,7 +21,7 @@ def test_variant_builds_runs_and_keeps_accuracy(bench, variant):
     accuracy = model.evaluate()
     assert accuracy >= 0.95
     assert abs(reference.evaluate() - accuracy) <= 0.02
-    out = model.predict(bench.evaluation.x[:7])
+    out = model.predict(bench.eval_dataset.x[:7])
     assert out.shape == (7, 10) and out.dtype == np.float32
     meta = model.artifact.metadata
     assert meta["variant"] == variant
@@ -49,7 +49,7 @@ def test_int8_io_runner_takes_and_gives_floats(bench):
     interp = Interpreter(model_content=model.artifact.content)
     assert interp.get_input_details()[0]["dtype"] == np.int8
     assert interp.get_output_details()[0]["dtype"] == np.int8
-    x = bench.evaluation.x[:50]
+    x = bench.eval_dataset.x[:50]
     probs = model.predict(x)
     assert probs.dtype == np.float32
     assert np.all(probs >= -0.01) and np.allclose(probs.sum(axis=1), 1.0, atol=0.05)
@@ -59,7 +59,7 @@ def test_int8_io_runner_takes_and_gives_floats(bench):
 
 def test_predict_batches_match_per_sample_results(bench):
     model = bench.runnable("fp32")
-    x = bench.evaluation.x[:37]
+    x = bench.eval_dataset.x[:37]
     batched = model.predict(x, batch_size=16)  # 16 + 16 + 5 (padded)
     single = np.concatenate([model.predict(x[i]) for i in range(len(x))])
     np.testing.assert_allclose(batched, single, atol=1e-5)
@@ -121,7 +121,7 @@ def test_rebuild_ignores_the_cache(bench, shared_cache):
 def test_failed_build_leaves_no_artifact(bench, tmp_path):
     x = bench.dataset.train.x.copy()
     x[3, 0, 0, 0] = np.nan
-    data = Dataset.from_arrays(x, bench.dataset.train.y, x_test=bench.evaluation.x, y_test=bench.evaluation.y)
+    data = Dataset.from_arrays(x, bench.dataset.train.y, x_test=bench.eval_dataset.x, y_test=bench.eval_dataset.y)
     wb = Workbench(bench.source.path, data, cache_dir=tmp_path, threads=1, calibration_size=10_000)
     with pytest.raises(DatasetError, match=r"calibration data .* has NaN/Inf in 1 of 1347 samples .*drop or impute"):
         wb.build("int8")
@@ -140,7 +140,7 @@ def test_data_that_does_not_fit_the_model_is_a_clear_error(bench, tmp_path):
 def test_empty_calibration_set_is_a_clear_error(bench, tmp_path):
     with pytest.raises(DatasetError, match="empty"):
         Dataset.from_arrays(np.zeros((0, 8, 8, 1), np.float32), np.zeros((0,), np.int64),
-                            x_test=bench.evaluation.x, y_test=bench.evaluation.y)
+                            x_test=bench.eval_dataset.x, y_test=bench.eval_dataset.y)
     assert not os.listdir(tmp_path)
 
 

@@ -68,13 +68,13 @@ def test_truly_lossy(optimized_model):
                                  "0.05"])
     result.stdout.fnmatch_lines([
         "INCONCLUSIVE *test_interval_straddles*: max_accuracy_drop(0.003, confidence=0.95) inconclusive: int8 on "
-        "tflite: top1 0.9711 vs fp32 0.9733, drop 0.0022 [[]-0.0*, 0.0*[]] at 95% (Tango score interval; 1 lost vs "
+        "tflite: top1 0.9711 vs fp32 0.9733, drop 0.0022 [[]-0.0*, 0.0*[]] at 95% (Tango score interval, continuity-corrected; 1 lost vs "
         "0 gained, exact McNemar p=1) (two-sided 95% interval, upper end a one-sided 97.5% bound) ~ budget 0.003; "
         "needs about * evaluation samples at this discordance to decide",
     ])
     # one lost sample, none gained: a bootstrap interval over one differing sample is no evidence
     result.stdout.fnmatch_lines(["INCONCLUSIVE *test_bootstrap_on_one_lost_sample*: *only 1 of 450 samples are "
-                                 "scored differently from fp32: too few for the bootstrap (10 needed)*"])
+                                 "scored differently from fp32: too few for the bootstrap (30 needed)*"])
     result.stdout.fnmatch_lines(["*1 failed, 2 passed, 2 inconclusive*"])
 
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import tfenv
 from ..artifact import Artifact
-from ..errors import BackendUnavailable, ConversionError, DatasetError, first_line
+from ..errors import BackendUnavailable, ConversionError, DatasetError, first_line, setting
 from ..hardware import cpu_has_vnni
 from ..models import SourceModel
 from ..signature import Signature, TensorInfo, dtype_name, run_in_batches, shape_text
@@ -86,11 +86,13 @@ class OnnxRuntimeRunner(Runner):
     Free (symbolic) axes run at the data's shapes; integer inputs are fed as integers.
     """
 
-    def __init__(self, content: bytes, threads: int = 1, name: str = "model") -> None:
+    def __init__(self, content: bytes, threads: int = 1, name: str = "model", profile_prefix: str | None = None) -> None:
         import onnxruntime as ort
 
         self.name = name
         options = ort.SessionOptions()
+        if profile_prefix is not None:  # ONNX Runtime's own per-node profiler (pytest_tfopt.explain.profile_ort)
+            options.enable_profiling, options.profile_file_prefix = True, profile_prefix
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -114,6 +116,10 @@ class OnnxRuntimeRunner(Runner):
         ins = {plain_name(a.name): a.name for a in self._session.get_inputs()}
         outs = {plain_name(a.name): a.name for a in self._session.get_outputs()}
         return dict(sorted(ins.items())), dict(sorted(outs.items()))
+
+    def end_profiling(self) -> str:
+        """Stop ONNX Runtime's profiler (``profile_prefix`` given) and return the path of its JSON trace."""
+        return self._session.end_profiling()
 
     @functools.cached_property
     def signature(self) -> Signature:  # type: ignore[override]
@@ -148,7 +154,7 @@ class OnnxRuntimeRunner(Runner):
             if rank is not None and len(got) != rank:
                 raise ConversionError(
                     f"ONNX Runtime returned output {t.name!r} of {self.name} with shape {shape_text(got)}, but the "
-                    f"graph declares {shape_text((batch, *t.shape))}: run again, or rebuild it with --tfopt-rebuild"
+                    f"graph declares {shape_text((batch, *t.shape))}: run again, or rebuild it with {setting('rebuild')}"
                 )
 
     def predict(self, x: Any, batch_size: int | None = None) -> Any:

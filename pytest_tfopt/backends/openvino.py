@@ -114,7 +114,8 @@ def _type_name(value: Any) -> str:
 class OpenVINORunner(Runner):
     """An IR compiled for the OpenVINO CPU plugin with an explicit inference precision."""
 
-    def __init__(self, content: bytes, core: Any, threads: int = 1, name: str = "model") -> None:
+    def __init__(self, content: bytes, core: Any, threads: int = 1, name: str = "model",
+                 extra_config: dict[str, Any] | None = None) -> None:
         import openvino as ov
 
         self.name = name
@@ -128,6 +129,7 @@ class OpenVINORunner(Runner):
             "INFERENCE_PRECISION_HINT": hint,
             "INFERENCE_NUM_THREADS": int(threads),
             "PERFORMANCE_HINT": "LATENCY",
+            **(extra_config or {}),  # e.g. PERF_COUNT for the per-op profile (pytest_tfopt.explain.profile_openvino)
         }
         self._compiled = core.compile_model(model, DEVICE, config)
         effective = _type_name(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
@@ -192,7 +194,7 @@ class OpenVINORunner(Runner):
         feed = self._feed(x)
         if self._batch is not None and len(next(iter(feed.values()))) != self._batch:
             raise DatasetError(f"{self.name}: input batch is fixed at {self._batch}: measure with batch_size={self._batch}")
-        request = self._compiled.create_infer_request()
+        request = self._prepared = self._compiled.create_infer_request()
         for n, v in feed.items():  # copies: set once
             request.set_tensor(self._inputs[n], ov.Tensor(np.ascontiguousarray(v)))
         infer = request.infer
@@ -201,6 +203,10 @@ class OpenVINORunner(Runner):
             infer(share_outputs=True)
 
         return invoke
+
+    def profiling_info(self) -> list[Any]:
+        """The CPU plugin's per-node counters of the last :meth:`prepare` d invocation (compiled with ``PERF_COUNT``)."""
+        return list(self._prepared.get_profiling_info())
 
 
 def _tensor_info(name: str, port: Any) -> TensorInfo:

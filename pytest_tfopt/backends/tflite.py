@@ -77,6 +77,11 @@ class TFLiteRunner(Runner):
         self.info["xnnpack_fallback"] = reason
         return interp
 
+    @property
+    def interpreter(self) -> Any:
+        """The LiteRT interpreter this runner invokes (read-only use: per-op profiles read its tensors)."""
+        return self._interp
+
     def _refresh(self) -> None:
         details = {int(d["index"]): d for d in self._interp.get_input_details()}
         self._in = {n: details[i] for n, i in self._in_index.items()}

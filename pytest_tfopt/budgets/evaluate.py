@@ -10,6 +10,7 @@ cannot), :func:`judge` checks them on a runnable model under a perf mode.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .. import baseline, metrics
-from ..errors import TfoptError
+from ..errors import BackendUnavailable, TfoptError, setting
 from ..triage import failure_note
 from .rows import check_row
 from .verdict import RECORDED_NOTE, Verdict
@@ -172,6 +173,8 @@ class Gate:
     perf: str = "enforce"
     inconclusive: str = "warn"
     canonical: Callable[[str], str] | None = None
+    #: profile every judged model and its reference per op (not only broken timing gates), for the rows
+    profile: bool = False
 
     def select(self, test: str, variant: str, backend: str,
                marked: dict[str, list[Any]] | None = None) -> tuple[list[Any], list[tuple[Any, float | None]]]:
@@ -198,6 +201,10 @@ class Gate:
         verdicts = judge(model, values, changes, self.perf,
                          functools.partial(reference_for, bench=bench, model=model, reference=reference))
         measure_accuracy(model, reference)
+        if self.profile:  # after the gates, on runners of their own: the judged timings are not touched
+            for m in (model, reference):
+                with contextlib.suppress(BackendUnavailable):
+                    m.profile()
         broken = self.broken(verdicts)
         if broken:  # before the row is recorded: the triage lands in the model's measurements
             broken.append(failure_note(bench, model, verdicts) or f"kept artifact: {model.path}")
@@ -207,7 +214,7 @@ class Gate:
         """The messages of the verdicts that fail the test under the inconclusive policy."""
         broken = [v.message for v in verdicts if v.passed is False]
         if self.inconclusive == "fail":  # a gate that must decide: undecided is not green
-            broken += [f"{v.message} (--tfopt-inconclusive=fail)" for v in verdicts if v.passed is None]
+            broken += [f"{v.message} ({setting('inconclusive', 'fail')})" for v in verdicts if v.passed is None]
         return broken
 
     def judge_rows(self, test: str, variant: str, backend: str, head: dict[str, Any],

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import UsageError, setting
 from .change import CHANGE_METRICS, ChangeBudget, is_change_metric, parse_change
 from .markers import PARSERS, parse_marker
 
@@ -159,7 +159,7 @@ def find(explicit: str | None, rootdir: str) -> BudgetsFile | None:
     """The budgets file: ``explicit``, else ``tfopt-budgets.toml`` or ``[tool.tfopt.budgets]`` in rootdir."""
     if explicit:
         if not os.path.exists(explicit):
-            raise UsageError(f"budgets file {explicit!r} does not exist: check --tfopt-budgets")
+            raise UsageError(f"budgets file {explicit!r} does not exist: check {setting('budgets')}")
         with open(explicit, encoding="utf-8") as fh:
             return parse(fh.read(), explicit, pyproject=os.path.basename(explicit) == "pyproject.toml")
     default = os.path.join(rootdir, DEFAULT_FILE)

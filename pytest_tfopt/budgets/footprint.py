@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..explain import explain_size
+from ..explain import explain_memory, explain_size
 from ..runnable import RunnableModel
 from .verdict import Verdict, about, about_row
 
@@ -102,7 +102,8 @@ class MaxMemory:
     """Peak resident memory loading + running the variant adds (fresh process), at most ``limit_mb`` MiB.
 
     The message adds the runtime's own tensor account where it gives one (TFLite: activation
-    tensors, an upper bound on the interpreter's arena, and constant weight tensors).
+    tensors, an upper bound on the interpreter's arena, and constant weight tensors); a broken one adds
+    the breakdown of the peak into weights, arena and overhead (:func:`pytest_tfopt.explain.explain_memory`).
     """
 
     limit_mb: float
@@ -123,6 +124,8 @@ class MaxMemory:
             f"{value:.2f} MiB added by load + run (fp32 {ref:.2f} MiB{tensors}) {'<=' if passed else '>'} "
             f"budget {self.limit_mb:g} MiB"
         )
+        if not passed:  # where the peak goes: weights, arena, overhead (they sum to it)
+            text += "\n" + explain_memory(stats).summary()
         return Verdict(self.marker, passed, value, ref, self.limit_mb, text)
 
 

@@ -2,7 +2,9 @@
 
 A timing budget holds or breaks only when the 95 % interval of the measurement lies on one side
 of it; an interval that straddles the budget makes the verdict inconclusive (``passed`` None).
-Latencies are ms, throughput samples/s.
+Latencies are ms, throughput samples/s. A broken timing verdict carries, under its first line, the per-op
+profiles of the variant and its reference side by side (:func:`pytest_tfopt.explain.compare`), taken after the
+judged measurement on runners of their own.
 """
 
 from __future__ import annotations
@@ -10,9 +12,24 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
+from ..errors import TfoptError, first_line
+from ..explain import compare
 from ..measure.latency import LatencyStats, interleaved
 from ..runnable import RunnableModel, load_key
 from .verdict import INTERVAL_LEVEL, Verdict, about, about_row, op, word
+
+
+def _profiled(verdict: Verdict, model: RunnableModel, reference: RunnableModel, batch_size: int = 1) -> Verdict:
+    """``verdict`` with the per-op profiles of ``model`` and ``reference`` side by side under its message when it
+    is broken (else as is: a gate that holds costs no profile). The profiles run after the judged measurement, on
+    runners of their own; a backend without a profiler says so in one line."""
+    if verdict.passed is not False:
+        return verdict
+    try:
+        text = compare(model.profile(batch_size), reference.profile(batch_size))
+    except TfoptError as exc:
+        text = f"(no per-op profile: {first_line(exc)})"
+    return replace(verdict, message=f"{verdict.message}\n{text}")
 
 
 def decide(point: bool, surely_holds: bool, surely_broken: bool) -> bool | None:
@@ -73,7 +90,8 @@ class MaxLatency:
         need = stats.runs_needed(self.percentile)
         if need:
             under += f"; {stats.n} timed runs cannot bound p{self.percentile} from above: it needs at least {need}"
-        return self.judge(about(model), value, stats.interval(self.percentile), f"{under} ({ref_text})", ref)
+        verdict = self.judge(about(model), value, stats.interval(self.percentile), f"{under} ({ref_text})", ref)
+        return _profiled(verdict, model, reference, self.batch_size)
 
     def check_row(self, row: dict[str, Any]) -> Verdict | str:
         """The verdict from the row's recorded percentile (a point value: no interval), or why it cannot be given."""
@@ -140,7 +158,7 @@ class MinThroughput:
             f"{value:.0f} samples/s [{low:.0f}, {high:.0f}] (fp32 {ref:.0f}) {op(passed, '>=', '<')} budget {self.limit:g}"
             f"{INTERVAL_LEVEL}"
         )
-        return Verdict(self.marker, passed, value, ref, self.limit, text)
+        return _profiled(Verdict(self.marker, passed, value, ref, self.limit, text), model, reference, self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -167,4 +185,5 @@ class MinSpeedup:
             f"{s.variant_ms:.3f} ms, {s.rounds} interleaved rounds) {op(passed, '>=', '<')} budget {self.ratio:g}x"
             f"{INTERVAL_LEVEL}"
         )
-        return Verdict(self.marker, passed, s.ratio, s.reference_ms, self.ratio, text)
+        verdict = Verdict(self.marker, passed, s.ratio, s.reference_ms, self.ratio, text)
+        return _profiled(verdict, model, reference, self.batch_size)

@@ -54,8 +54,9 @@ class AccuracyDrop:
         if self.confidence is None:
             return self.judge(who, m, value, ref)
         samples = len(model.eval_dataset) if model.eval_dataset is not None else 0
-        return self.judge(who, m, value, ref, self._interval(model, reference, m, name), samples,
-                          self._discordant(model, reference, m, name))
+        lo, hi, note, effective = self._interval(model, reference, m, name)
+        differing = self._discordant(model, reference, m, name) if m.correct is not None else effective
+        return self.judge(who, m, value, ref, (lo, hi, note), samples, differing)
 
     def check_row(self, row: dict[str, Any]) -> Verdict | str:
         """The verdict from a result row's accuracy and fp32 reference accuracy, or why it cannot be given."""
@@ -87,7 +88,8 @@ class AccuracyDrop:
         """The verdict on metric values ``value`` (variant) and ``ref`` (fp32).
 
         ``interval``: (low, high, note) of the drop at ``confidence``, two-sided; ``samples``: how many it was
-        measured on; ``discordant``: of those, how many fp32 and the variant score differently (per-sample metrics).
+        measured on; ``discordant``: of those, how many fp32 and the variant score differently (per-sample metrics;
+        for others, how many samples carry the difference: :func:`~pytest_tfopt.measure.stats.effective_samples`).
         """
         drop = m.drop(ref, value, self.relative)
         unit = " (relative)" if self.relative else ""
@@ -111,7 +113,7 @@ class AccuracyDrop:
                            ([method] if self.confidence is not None and method != "bootstrap" else []))
         return Verdict(self.marker, passed, value, ref, self.limit, text, detail)
 
-    def _three_way(self, drop: float, interval: tuple[float, float, str], samples: int, discordant: int | None,
+    def _three_way(self, drop: float, interval: tuple[float, float, str], samples: int, discordant: float | None,
                    m: acc.Metric, ref: float, method: str) -> tuple[bool | None, str]:
         """PASS / FAIL / INCONCLUSIVE from the interval, and the message's interval part."""
         lo, hi, note = interval
@@ -120,29 +122,34 @@ class AccuracyDrop:
         level = f"two-sided {confidence:.0%} interval, upper end a one-sided {(1 + confidence) / 2:.1%} bound"
         shown = f" [{lo:.4f}, {hi:.4f}] at {confidence:.0%}{note} ({level})"
         why = ""
-        if passed and m.correct is not None and method == "bootstrap" and (discordant or 0) < MIN_DISCORDANT:
-            # the bootstrap of a per-sample metric over few differing samples collapses (none: the point [0, 0])
+        if passed and method == "bootstrap" and discordant is not None and discordant < MIN_DISCORDANT:
+            # the bootstrap over few differing samples collapses (none: the point [0, 0]) or under-covers
             passed = None
             absolute = self.limit * abs(ref) if self.relative else self.limit
-            why = (f"; only {discordant or 0} of {samples} samples are scored differently from fp32: too few for "
-                   f"the bootstrap ({MIN_DISCORDANT} needed)"
-                   + ("; evaluate on more data" if samples and 1 / samples > absolute else
-                      "; use an absolute budget (Tango's interval) or more data"))
+            if m.correct is not None:
+                few = f"only {discordant:.0f} of {samples} samples are scored differently from fp32"
+                remedy = ("; evaluate on more data" if samples and 1 / samples > absolute else
+                          "; use an absolute budget (Tango's interval) or more data")
+            else:
+                few = f"only about {discordant:.0f} of {samples} samples carry the difference from fp32"
+                remedy = "; evaluate on more data"
+            why = f"; {few}: too few for the bootstrap ({MIN_DISCORDANT} needed){remedy}"
         elif passed is None:
             why = "; " + _needed(samples, lo, hi, drop, self.limit, "discordance" if method == "mcnemar" else "spread")
         compare = {True: "<=", False: ">", None: "~"}[passed]
         return passed, f"{shown} {compare} budget {self.limit:g}{why}"
 
     def _interval(self, model: RunnableModel, reference: RunnableModel, m: acc.Metric,
-                  output: str) -> tuple[float, float, str]:
-        """(low, high, what else to say) of the drop of ``output`` at ``confidence``."""
+                  output: str) -> tuple[float, float, str, float | None]:
+        """(low, high, what else to say, how many samples carry the difference) of the drop of ``output``."""
         confidence = self.confidence or 0.95
         if self.method_for(m) == "mcnemar":
             ours, theirs = model.correct(m, output=output), reference.correct(m, output=output)
             b = int(np.sum(theirs & ~ours))  # fp32 right, variant wrong
             c = int(np.sum(~theirs & ours))  # fp32 wrong, variant right
-            lo, hi = tango_interval(b, c, len(ours), confidence)
-            return lo, hi, f" (Tango score interval; {b} lost vs {c} gained, exact McNemar p={mcnemar_exact(b, c):.3g})"
+            lo, hi = tango_interval(b, c, len(ours), confidence, TANGO_CONTINUITY)
+            return lo, hi, (f" (Tango score interval, continuity-corrected; {b} lost vs {c} gained, exact McNemar "
+                            f"p={mcnemar_exact(b, c):.3g})"), b + c
         data = model.eval_dataset
         ours, theirs = model.output(output), reference.output(output)
         labels = model._labels(data, output)
@@ -153,9 +160,8 @@ class AccuracyDrop:
             except DatasetError:  # undefined on this resample (an AUC without one of the classes)
                 return float("nan")
 
-        lo, hi = paired_bootstrap(len(data), stat, confidence)
-        return lo, hi, ""
-
+        found = paired_bootstrap(len(data), stat, confidence)
+        return found[0], found[1], " (BCa bootstrap)", found.effective
 
     def _discordant(self, model: RunnableModel, reference: RunnableModel, m: acc.Metric, output: str) -> int | None:
         """How many samples fp32 and the variant score differently (per-sample metrics; else ``None``)."""
@@ -164,8 +170,12 @@ class AccuracyDrop:
         return int(np.sum(model.correct(m, output=output) != reference.correct(m, output=output)))
 
 
-#: differing samples the bootstrap of a per-sample metric needs before its interval may decide a PASS
-MIN_DISCORDANT = 10
+#: differing samples (per-sample metrics) or samples carrying the difference (others: the jackknife's participation
+#: ratio, :func:`~pytest_tfopt.measure.stats.effective_samples`) the bootstrap needs before its interval may PASS
+MIN_DISCORDANT = 30
+#: pairs by which Tango's score statistic is continuity-corrected: half a pair keeps each end of the interval at
+#: its one-sided level with few discordant pairs (benchmarks/CALIBRATION.md, the exact table)
+TANGO_CONTINUITY = 0.5
 
 
 def _needed(samples: int, lo: float, hi: float, drop: float, limit: float, what: str = "spread") -> str:

@@ -1,4 +1,4 @@
-"""The ``tfopt`` command line: optimize, bench, compare, report and merge without pytest.
+"""The ``tfopt`` command line: optimize, bench, compare, report, merge, history and cache without pytest.
 
 A thin layer over the core (:class:`~pytest_tfopt.workbench.Workbench`, :mod:`~pytest_tfopt.baseline`,
 :mod:`~pytest_tfopt.budgets.file`, :mod:`~pytest_tfopt.budgets`, :mod:`~pytest_tfopt.report`); it never
@@ -12,7 +12,8 @@ atomically, so a failed run leaves none behind.
 Modules: :mod:`.parser` (options and help), :mod:`.console` (output streams, exit codes),
 :mod:`.files` (inputs checked, outputs written atomically), :mod:`.workbench` (reaching the workbench),
 and one module per command: :mod:`.optimize`, :mod:`.bench`, :mod:`.compare`,
-:mod:`.report`, :mod:`.merge` (sharded runs' results documents as one).
+:mod:`.report`, :mod:`.merge` (sharded runs' results documents as one), :mod:`.history` (metrics over commits,
+steps flagged), :mod:`.cache` (housekeeping of a local or remote artifact cache).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import TfoptError, UsageError, first_line
+from ..errors import TfoptError, UsageError, first_line, front_end
 from .bench import BENCH_TEST, DEFAULT_BENCH_VARIANTS, DEFAULT_BENCH_VARIANTS_NO_DATA, cmd_bench
 from .compare import cmd_compare
 from .console import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, Console, Progress, native_output_hidden
@@ -42,6 +43,14 @@ __all__ = [
 ]
 
 
+#: how the CLI spells the settings the core's remedies name (:func:`pytest_tfopt.errors.setting`)
+SPELLING = {
+    "rebuild": "--rebuild", "cache_dir": "--cache-dir", "backend": "--backend", "threads": "--threads",
+    "budgets": "--budgets", "report": "-o", "save_baseline": "'tfopt bench --json' (or pytest --tfopt-save-baseline)",
+    "history": "pytest --tfopt-history",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tfopt`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
@@ -51,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     console = Console(quiet=args.quiet)
     try:
-        with native_output_hidden(not args.verbose) as stream:
+        with native_output_hidden(not args.verbose) as stream, front_end(SPELLING.get):
             console.stderr = stream
             try:
                 return int(args.func(args, console))

@@ -30,9 +30,9 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     configure_tf(args.threads)
     threads = args.threads or tfenv.default_threads()
     progress = console.progress(len(ids) * len(backends))
-    wb = open_workbench(args, args.model, args.data, threads, log=progress.update, latency=_latency_settings(args),
+    wb = open_workbench(args, args.model, args.data, threads, log=progress, latency=_latency_settings(args),
                         backends=registry)
-    labelled = bool(args.data) and wb.evaluation.y is not None
+    labelled = bool(args.data) and wb.eval_dataset.y is not None
     rows, failures = _bench_all(wb, ids, backends, labelled, args, progress, console)
     _print_results(wb, rows, labelled, args, threads, console)
     if failures:
@@ -117,6 +117,8 @@ def _print_results(wb: Any, rows: list[dict[str, Any]], labelled: bool, args: ar
     """The table, the cache's tally and, with --json, the results document written."""
     for line in _bench_table(rows, labelled, not args.no_latency):
         console.out(line)
+    for r in rows if getattr(args, "explain", False) else []:
+        console.out(r.get("explanation", ""))
     stats = wb.cache.stats
     console.out(f"artifacts: {stats.built} built ({stats.build_seconds:.1f} s), {stats.reused} reused; "
                 f"cache: {wb.cache.root}")
@@ -152,7 +154,12 @@ def _bench_one(wb: Any, vid: str, backend: str, reference: Any, labelled: bool, 
     if not args.no_latency:
         progress.update("timing")
         model.latency(1)
+    if getattr(args, "explain", False):
+        progress.update("explaining")
+        text = _explanation(model, ref, console)
     row = result_row(BENCH_TEST, model, ref, [], "passed")
+    if getattr(args, "explain", False):
+        row["explanation"] = text
     row["build_seconds"] = round(build_s, 3) if built else 0.0
     row["built"] = built
     row["threads"] = wb.threads
@@ -160,6 +167,25 @@ def _bench_one(wb: Any, vid: str, backend: str, reference: Any, labelled: bool, 
         progress.update("XNNPACK refused the graph: builtin kernels")
     progress.done(f"built in {build_s:.1f} s" if built else "from the cache")
     return row
+
+
+def _explanation(model: Any, reference: Any, console: Console) -> str:
+    """--explain: the per-op profile against fp32's, where the bytes go and what the peak memory is made of."""
+    from ..errors import TfoptError
+    from ..explain import compare, explain_memory
+
+    parts = [f"== {model.variant} on {model.backend} =="]
+    try:
+        mine = model.profile()
+        parts.append(compare(mine, None if reference is model else reference.profile()))
+    except TfoptError as exc:
+        parts.append(f"no per-op profile: {exc}")
+    parts.append(model.size_report().summary(reference=None if reference is model else reference.size_report()))
+    try:
+        parts.append(explain_memory(model.memory()).summary())
+    except TfoptError as exc:
+        console.note(f"{model.variant} on {model.backend}: memory not measured: {exc}")
+    return "\n".join(parts)
 
 
 def _scored_outputs(model: Any, metric: str) -> list[tuple[str | None, str]]:

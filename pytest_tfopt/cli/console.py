@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from .. import progress
+
 PROG = "tfopt"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_REDRAW_S = 0.1  # seconds between two redraws of a bar by training steps
 
 
 class Console:
@@ -49,6 +53,8 @@ class Progress:
         self.index = 0
         self.tty = _isatty(stream)
         self._label = ""
+        self._tracker = progress.Tracker()
+        self._drawn_at = float("-inf")
 
     def _bar(self, done: int) -> str:
         width = 20
@@ -76,6 +82,22 @@ class Progress:
 
     def done(self, detail: str) -> None:
         self._emit(self.index, f"{self._label}: {detail}", final=True)
+
+    @property
+    def live(self) -> bool:
+        """A bar is drawn: the workbench reports training batches too (:mod:`pytest_tfopt.progress`)."""
+        return self.tty and not self.quiet
+
+    def event(self, ev: progress.Event) -> None:
+        """A build's progress (the workbench's ``log``): on a terminal, the build's stage or its bar with the ETA."""
+        self._tracker.update(ev)
+        if not self.live or ev.kind in (progress.BUILT, progress.FAILED):
+            return  # the step's own line (done) says how it ended
+        if ev.kind == progress.STEP and ev.at - self._drawn_at < _REDRAW_S and ev.done < ev.total:
+            return
+        self._drawn_at = ev.at
+        width = shutil.get_terminal_size().columns - len(f"{self._bar(0)} {self.index}/{self.total} ") - 1
+        self._emit(self.index - 1, self._tracker.line(width), final=False)
 
 
 def _isatty(stream: Any) -> bool:

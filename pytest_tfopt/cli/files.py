@@ -5,7 +5,6 @@ Every problem with an input file is a :class:`UsageError` naming the file and th
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -33,25 +32,12 @@ def write_atomic(path: str, data: bytes, option: str = "-o") -> str:
 
 
 def load_results(path: str, option: str) -> dict[str, Any]:
-    """A results document, checked; every problem is a usage error naming the file and what to do."""
+    """A results document, checked by the core (:func:`pytest_tfopt.baseline.load`); every problem is a usage
+    error naming the file, what to do, and ``option``."""
     from .. import baseline
 
-    remedy = "write one with 'tfopt bench --json' or pytest --tfopt-save-baseline"
     existing(path, "results file", option)
-    if os.path.isdir(path):
-        raise UsageError(f"results file {path!r} is a directory: give a .json results document ({option})")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-        raise UsageError(f"results file {path!r} is not valid JSON ({str(exc)[:80]}): {remedy}") from None
-    if not isinstance(doc, dict) or doc.get("schema") != baseline.SCHEMA or not isinstance(doc.get("rows"), list):
-        raise UsageError(f"results file {path!r} is not a pytest-tfopt results document: {remedy}")
-    if doc.get("schema_version") != baseline.SCHEMA_VERSION:
-        raise UsageError(f"results file {path!r} has schema version {doc.get('schema_version')!r}, this "
-                         f"pytest-tfopt reads {baseline.SCHEMA_VERSION}: {remedy}")
-    baseline.check_rows(doc, f"results file {path!r}", remedy)
-    return baseline.load(path)  # the core's own checks, on a file already known to be good
+    return baseline.load(path, "results file", "write one with 'tfopt bench --json' or pytest --tfopt-save-baseline")
 
 
 def load_budgets(path: str) -> Any:

@@ -39,7 +39,7 @@ def cmd_optimize(args: argparse.Namespace, console: Console) -> int:
     check_writable(args.output, "-o")
     configure_tf(None)
     progress = console.progress(1)
-    wb = open_workbench(args, args.model, args.calibration, None, log=progress.update)
+    wb = open_workbench(args, args.model, args.calibration, None, log=progress)
     backend = wb.backend(args.backend)  # unknown → usage error, unavailable → failure
     _check_suffix(args.output, backend.artifact_suffix, backend.name)
     progress.start(f"{plan.id} for {backend.name}")

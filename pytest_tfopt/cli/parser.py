@@ -14,8 +14,10 @@ from ..report import FORMATS
 from ..security import user_cache_dir
 from ..workbench import DEFAULT_CALIBRATION_SIZE
 from .bench import BENCH_TEST, DEFAULT_BENCH_VARIANTS, DEFAULT_BENCH_VARIANTS_NO_DATA, cmd_bench
+from .cache import cmd_cache
 from .compare import cmd_compare
 from .console import EXIT_USAGE, PROG
+from .history import cmd_history
 from .merge import cmd_merge
 from .optimize import cmd_optimize
 from .report import cmd_report
@@ -74,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _top_parser()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
     sub.required = True
-    for add_command in (_add_optimize, _add_bench, _add_compare, _add_report, _add_merge):
+    for add_command in (_add_optimize, _add_bench, _add_compare, _add_report, _add_merge, _add_cache,
+                        _add_history):
         add_command(sub, common)
     return parser
 
@@ -102,7 +105,8 @@ def _top_parser() -> _Parser:
                "  tfopt bench models/digits_cnn.h5 --data fixtures/digits.npz --json head.json\n"
                "  tfopt compare base.json head.json --budgets tfopt-budgets.toml\n"
                "  tfopt report head.json -o report.html --baseline base.json\n"
-               "  tfopt merge shard-*.json -o head.json\n\n"
+               "  tfopt merge shard-*.json -o head.json\n"
+               "  tfopt history tfopt-history.sqlite --plot history.html --fail-on-step\n\n"
                "exit codes: 0 ok, 1 failure (broken threshold, failed conversion, backend unavailable), "
                "2 usage error.\nRun 'tfopt COMMAND --help' for the options of each command.",
     )
@@ -175,6 +179,10 @@ def _add_bench(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="minimum time spent timing each variant (at least 50 invocations after 10 warm-up "
                         "runs) (default: %(default)s)")
     p.add_argument("--no-latency", action="store_true", help="skip latency measurement (default: off)")
+    p.add_argument("--explain", action="store_true",
+                   help="also print, per variant, its per-op profile against fp32's, where its bytes go and what "
+                        "its peak memory is made of (measured in runs of their own; see docs/profiling.md) "
+                        "(default: off)")
     _cache_options(p)
     p.add_argument("--json", metavar="PATH",
                    help="also write the results document (the --tfopt-save-baseline format) here (default: none)")
@@ -238,6 +246,52 @@ def _add_merge(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="where to write the merged document, never one of the SHARDs (required)")
     p.add_argument("--require-same-commit", action="store_true",
                    help="fail (exit 2) when the shards record different commits (default: off: a note)")
+
+
+def _add_cache(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(
+        sub, common, "cache", cmd_cache,
+        summary="list, prune or verify an artifact cache (a directory or a remote URL)",
+        description="Housekeeping of an artifact cache, local or remote (s3://, gs://, az://, file://; credentials "
+                    "come from the environment or config files fsspec and the cloud SDKs read). 'ls' lists entries; "
+                    "'prune' removes entries, records, temp files of writers that died and unreferenced payloads "
+                    "older than --older-than; 'verify' re-hashes every entry against its recorded sha256 and "
+                    "removes damaged ones (exit 1 when there were any). See docs/sharding.md.",
+        example="tfopt cache prune --older-than 30d --cache-dir s3://my-bucket/tfopt",
+    )
+    p.add_argument("action", choices=("ls", "prune", "verify"), help="what to do")
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, metavar="DIR_OR_URL",
+                   help="the cache: a directory or an fsspec URL (default: %(default)s)")
+    p.add_argument("--older-than", default="30d", metavar="AGE",
+                   help="prune: the age to remove, a number and a unit s/m/h/d/w (default: %(default)s)")
+
+
+def _add_history(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(
+        sub, common, "history", cmd_history,
+        summary="each metric over the last commits of a history, steps marked; --fail-on-step gates",
+        description="Read a history (pytest --tfopt-history PATH appends every run to it) and print, per test, "
+                    "variant, backend and metric, its value at each of the last commits (the median of the runs "
+                    "of a commit), with the steps a change-point fit finds (a penalised piecewise-constant fit "
+                    "over the series' own noise; changes under 5 % or 0.01 points of a score are not steps). "
+                    "Latencies are compared per hardware fingerprint. See docs/history.md.",
+        example="tfopt history tfopt-history.sqlite --metric latency_p50 --last 30 --plot history.html --fail-on-step",
+    )
+    p.add_argument("history", metavar="HISTORY", help="the history file (SQLite, from --tfopt-history)")
+    p.add_argument("--test", metavar="GLOB", help="only tests whose id matches this glob, e.g. '*digits*' "
+                                                  "(default: every test)")
+    p.add_argument("--metric", action="append", metavar="NAME",
+                   help=f"a metric ({', '.join(metrics.NAMES)}, accuracy[OUTPUT]) or a row field "
+                        "(latency_b1_p99_ms, load_c4_b1_throughput, memory_peak_mb), repeatable; 'all' = every "
+                        "metric the rows carry (default: the metrics table's)")
+    p.add_argument("--last", type=_positive_int, default=20, metavar="N",
+                   help="the newest N commits (default: %(default)s)")
+    p.add_argument("--branch", metavar="NAME", help="only runs on this branch (default: every branch)")
+    p.add_argument("--plot", metavar="FILE",
+                   help="also draw every series to FILE: .html (offline, interactive), .svg or .png; needs "
+                        "pytest-tfopt[report] (default: none)")
+    p.add_argument("--fail-on-step", action="store_true",
+                   help="exit 1 when the newest step of any series is a regression (default: off: exit 0)")
 
 
 def _model_argument(p: argparse.ArgumentParser) -> None:

@@ -145,7 +145,8 @@ class Dataset:
 
     @property
     def test(self) -> Dataset:
-        """The evaluation split (explicit, or the seeded 20 % of ``x``)."""
+        """The evaluation split (explicit ``x_test``/``y_test``, or the seeded 20 % of ``x``): what the plugin's
+        ``eval_dataset`` fixture and ``Workbench.eval_dataset`` hand out."""
         return self._split()[1]
 
     def _split(self) -> tuple[Dataset, Dataset]:

@@ -242,3 +242,25 @@ def resolve(value: Any, higher_is_better: bool | None = None) -> Metric:
         direction = bool(getattr(value, "higher_is_better", True)) if higher_is_better is None else higher_is_better
         return Metric(getattr(value, "__name__", "metric"), value, direction)
     raise UsageError(f"metric must be a name, a Metric or a callable(y_true, y_pred) -> float, not {type(value).__name__}")
+
+
+#: samples per chunk when :func:`stream_correct` runs a data set (the runner batches each chunk itself)
+STREAM_CHUNK = 256
+
+
+def stream_correct(predict: Callable[[Any], np.ndarray], x: Any, y_true: np.ndarray, m: Metric,
+                   chunk: int = STREAM_CHUNK) -> np.ndarray:
+    """Per-sample correctness of per-sample metric ``m`` over ``x`` in chunks of ``chunk`` samples.
+
+    ``predict(x_chunk)`` gives the scored output of a chunk (``x``: an array or a mapping name → array).
+    Only the booleans are kept: memory is bounded by one chunk's outputs, whatever the data set's size.
+    """
+    if m.correct is None:
+        raise UsageError(f"metric {m.name!r} does not score samples one by one: use top1 or top<k>")
+    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    parts = []
+    for start in range(0, n, chunk):
+        part = slice(start, start + chunk)
+        x_part = {k: v[part] for k, v in x.items()} if isinstance(x, dict) else x[part]
+        parts.append(np.asarray(m.correct(y_true[part], predict(x_part)), bool).reshape(-1))
+    return np.concatenate(parts) if parts else np.zeros(0, bool)

@@ -7,7 +7,8 @@ mark minus the resident size before, MiB. Linux (``/proc``) only.
 
 Where the runtime reports its own tensor memory (``Runner.memory_info``: TFLite), the probe
 also records it after the run: ``activations_mb`` (the arena's tensors, summed without the
-planner's sharing: an upper bound on the arena proper) and ``weights_mb`` (constant tensors).
+planner's sharing: an upper bound on the arena proper) and ``weights_mb`` (constant tensors). ``load_mb`` splits the
+peak in time (loading alone, then the first run); :func:`pytest_tfopt.explain.explain_memory` splits it by kind.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class MemoryStats:
     baseline_mb: float
     activations_mb: float | None = None
     weights_mb: float | None = None
+    #: the high-water mark loading alone reached (the rest of ``peak_mb`` came with the first run), MiB
+    load_mb: float | None = None
+    #: the artifact's size, MiB (the weights' estimate on runtimes that give no tensor account)
+    artifact_mb: float | None = None
 
 
 def measure(backend: str, artifact_path: str, threads: int, batch_size: int, timeout_s: float = 120) -> MemoryStats:
@@ -47,4 +52,5 @@ def measure(backend: str, artifact_path: str, threads: int, batch_size: int, tim
         tail = (out.stderr.strip().splitlines() or ["no output"])[-1][:200]
         raise BackendUnavailable(f"memory probe of {artifact_path} failed: {tail}")
     data = json.loads(lines[-1])
-    return MemoryStats(data["peak_mb"], data["baseline_mb"], data.get("activations_mb"), data.get("weights_mb"))
+    return MemoryStats(data["peak_mb"], data["baseline_mb"], data.get("activations_mb"), data.get("weights_mb"),
+                       data.get("load_mb"), data.get("artifact_mb"))

@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import UsageError, setting
 from ..files import write_atomic
 
 FORMATS = (".benchmark.json", ".json", ".md", ".html")
@@ -23,7 +23,7 @@ def format_of(path: str) -> str:
     for suffix in FORMATS:
         if lower.endswith(suffix):
             return suffix
-    raise UsageError(f"--tfopt-report {path}: unknown format; use one of {', '.join(FORMATS)}")
+    raise UsageError(f"{setting('report')} {path}: unknown format; use one of {', '.join(FORMATS)}")
 
 
 def render(path: str, doc: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:

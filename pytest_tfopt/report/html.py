@@ -56,6 +56,30 @@ def plots(rows: list[dict[str, Any]]) -> str:
                       f"<script>{javascript()}</script>", f"<script>{EMBED}</script>"])
 
 
+def _profile_details(row: dict[str, Any], top: int = 12) -> str:
+    """A collapsible table of the row's per-op profile (the slowest ``top`` ops) and its reference's by op type;
+    ``""`` for a row without one (only broken timing gates and --tfopt-profile rows are profiled)."""
+    prof = row.get("profile")
+    if not prof:
+        return ""
+    total = prof.get("sum_ms") or 1.0
+    ops = sorted(prof.get("ops", []), key=lambda o: -o["ms"])[:top]
+    body = "".join(f"<tr><td>{html.escape(o['type'])}</td><td><code>{html.escape(o['name'])}</code></td>"
+                   f"<td>{o['ms']:.3f}</td><td>{o['ms'] / total:.1%}</td><td>{html.escape(o['kernel'])}"
+                   f"{' (fell back)' if o.get('fast') is False else ''}</td></tr>" for o in ops)
+    ref = {g["type"]: g for g in (row.get("reference_profile") or {}).get("by_type", [])}
+    types = "".join(f"<tr><td>{html.escape(g['type'])}</td><td>{g['count']}</td><td>{g['ms']:.3f}</td>"
+                    f"<td>{g['share']:.1%}</td><td>{'–' if g['type'] not in ref else format(ref[g['type']]['ms'], '.3f')}"
+                    f"</td><td>{g['slow']}</td></tr>" for g in prof.get("by_type", []))
+    diagnosis = row.get("profile_diagnosis")
+    return (f"<details><summary>per-op profile: {prof['sum_ms']:.3f} ms over {len(prof.get('ops', []))} ops, whole "
+            f"model {prof['model_ms']:.3f} ms</summary><p class='note'>{html.escape(prof.get('method', ''))}</p>"
+            + (f"<p><b>diagnosis:</b> {html.escape(diagnosis)}</p>" if diagnosis else "")
+            + "<table><tr><th>op type</th><th>count</th><th>ms</th><th>share</th><th>reference ms</th>"
+            f"<th>fell back</th></tr>{types}</table><table><tr><th>op type</th><th>name</th><th>ms</th><th>share</th>"
+            f"<th>kernel</th></tr>{body}</table></details>")
+
+
 def _table(rows: list[dict[str, Any]], baseline: dict[str, Any] | None) -> str:
     bases = baseline_rows(baseline)
     head = "".join(f"<th>{html.escape(c[0])}</th>" for c in COLUMNS)
@@ -74,6 +98,7 @@ def _table(rows: list[dict[str, Any]], baseline: dict[str, Any] | None) -> str:
         verdicts = "<br>".join(html.escape(v["message"]).replace("\n", "<br>") for v in r.get("verdicts", [])) or "–"
         if r.get("error"):
             verdicts = html.escape(r["error"])
+        verdicts += _profile_details(r)
         status = outcome(r).upper()
         out.append(f'<tr class="{status.lower()}"><td>{status}</td><td><code>{html.escape(r["test"])}</code></td>'
                    f"<td>{html.escape(r['variant'])}</td><td>{html.escape(r['backend'])}</td>{''.join(cells)}"

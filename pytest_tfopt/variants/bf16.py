@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..artifact import Artifact
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, setting
 from ..models import SourceModel
 from . import Recipe
 
@@ -23,7 +23,7 @@ def _bf16_on_tflite(source: SourceModel, calibration: Any, params: dict[str, Any
     """``bf16``'s converter recipe: the TFLite converter has no bfloat16 target, so refuse with the reason."""
     raise BackendUnavailable(
         "variant 'bf16' is not available on backend 'tflite': the TFLite converter and LiteRT have no bfloat16 "
-        "kernels; run bf16 with --tfopt-backend=tf or xla"
+        f"kernels; run bf16 with {setting('backend', 'tf')} or xla"
     )
 
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import tfenv
+from .. import progress, tfenv
 from ..dataset import Dataset
 from ..errors import ConversionError, DatasetError, UsageError, first_line
 from . import Recipe, VariantRegistry
@@ -294,7 +294,8 @@ def _train(step: Callable[[Any, Any, Any], Any], x: np.ndarray, targets: _Target
             total_loss += float(loss) * len(idx)
             agree += float(hits)
         epoch_loss = total_loss / n
-        log(f"distilled: epoch {epoch + 1}/{epochs} loss={epoch_loss:.4f}, agreement with teacher={agree / n:.4f}")
+        progress.emitter(log).step("distilled", epoch + 1, epochs,
+                                   info=f"loss={epoch_loss:.4f}, agreement with teacher={agree / n:.4f}")
     return epoch_loss
 
 

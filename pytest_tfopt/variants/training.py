@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import tfenv
+from .. import progress, tfenv
 from ..dataset import Dataset
 from ..errors import DatasetError, ModelLoadError, UsageError, first_line
 from ..keras_io import keras_output_names, keras_outputs
@@ -107,18 +107,32 @@ def fit_data(model: Any, train: Dataset) -> tuple[Any, Any]:
 
 
 class _EpochLog:
-    """A tf_keras callback factory printing one progress line per epoch."""
+    """A tf_keras callback factory reporting each epoch (and, to a live bar, each batch) as progress steps."""
 
     @staticmethod
     def make(stage: str, epochs: int, log: Log) -> Any:
         import tf_keras
 
+        report = progress.emitter(log)
+
         class EpochLog(tf_keras.callbacks.Callback):
             def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
                 shown = ", ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items())
-                log(f"{stage}: epoch {epoch + 1}/{epochs} {shown}")
+                report.step(stage, epoch + 1, epochs, info=shown)
 
-        return EpochLog()
+        class BatchLog(EpochLog):  # a batch hook costs a little per batch: only for a sink that draws a bar
+            epoch = 0
+
+            def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+                self.epoch = epoch
+
+            def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+                steps = int((self.params or {}).get("steps") or 0)
+                if steps:
+                    report.step(stage, self.epoch * steps + batch + 1, epochs * steps, unit="batch",
+                                info=f"epoch {self.epoch + 1}/{epochs}")
+
+        return BatchLog() if report.live else EpochLog()
 
 
 @contextlib.contextmanager

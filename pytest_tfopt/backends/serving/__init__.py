@@ -44,10 +44,10 @@ from .backend import (
     served_name,
 )
 from .client import SIGNATURE, RestClient, ServingError, parse_answer, request_body, request_format
-from .server import SETUP_DOCS, UNAVAILABLE, SpawnedServer, free_port
+from .server import SETUP_DOCS, UNAVAILABLE, SpawnedServer, free_port, unavailable
 
 __all__ = [
-    "DEFAULT_TIMEOUT_S", "LATENCY_NOTE", "SETUP_DOCS", "SIGNATURE", "UNAVAILABLE", "URL_ENV", "VERSION",
+    "DEFAULT_TIMEOUT_S", "LATENCY_NOTE", "SETUP_DOCS", "SIGNATURE", "UNAVAILABLE", "URL_ENV", "VERSION", "unavailable",
     "RestClient", "ServingBackend", "ServingError", "ServingRunner", "SpawnedServer",
     "free_port", "parse_answer", "read_signature", "request_body", "request_format", "served_name",
 ]

@@ -32,7 +32,7 @@ from .. import Backend, Runner
 from .._archive import pack
 from ..tf import PRECISIONS, export_saved_model
 from .client import SIGNATURE, RestClient, ServingError, excerpt, parse_answer, request_body, request_format
-from .server import UNAVAILABLE, SpawnedServer
+from .server import SpawnedServer, unavailable
 
 URL_ENV = "TFOPT_SERVING_URL"
 VERSION = "1"
@@ -154,7 +154,7 @@ class ServingBackend(Backend):
             return "backend 'serving' needs TensorFlow to export the SavedModel: pip install tensorflow"
         if self.url or shutil.which(self.binary):
             return None
-        return UNAVAILABLE
+        return unavailable()
 
     def unsupported_reason(self, variant: str, params: dict[str, Any] | None = None) -> str | None:
         if variant in PRECISIONS:
@@ -184,7 +184,7 @@ class ServingBackend(Backend):
             return self._load_url(artifact, sig, info)
         binary = shutil.which(self.binary)
         if binary is None:
-            raise BackendUnavailable(UNAVAILABLE)
+            raise BackendUnavailable(unavailable())
         server = SpawnedServer(binary, artifact.content, name, threads, self.timeout_s)
         client = RestClient(server.url, self.timeout_s)
         sig["version"] = server.wait_available(client, name, self.timeout_s)

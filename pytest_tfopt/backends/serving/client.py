@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import TfoptError, UsageError
+from ...errors import TfoptError, UsageError, setting
 from ...signature import Signature
 
 SIGNATURE = "serving_default"
@@ -93,16 +93,16 @@ class RestClient:
             except TimeoutError:
                 self.close()
                 raise ServingError(f"TensorFlow Serving did not answer {where} within {timeout_s:g} s (timed out): "
-                                   "check the server is up and not overloaded, or raise --tfopt-serving-timeout",
+                                   f"check the server is up and not overloaded, or raise {setting('serving_timeout')}",
                                    "timeout") from None
             except ConnectionRefusedError:
                 self.close()
                 raise ServingError(f"TensorFlow Serving refused the connection ({where}): start it with "
-                                   "--rest_api_port=PORT or fix --tfopt-serving-url", "refused") from None
+                                   f"--rest_api_port=PORT or fix {setting('serving_url')}", "refused") from None
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-                raise ServingError(f"cannot reach TensorFlow Serving ({where}: {reason}): check --tfopt-serving-url",
+                raise ServingError(f"cannot reach TensorFlow Serving ({where}: {reason}): check {setting('serving_url')}",
                                    "unreachable") from None
         if response.status >= 300:
             raise ServingError(f"TensorFlow Serving answered HTTP {response.status} to {where}: "

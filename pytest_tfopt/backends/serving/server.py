@@ -18,15 +18,21 @@ import time
 import weakref
 from typing import Any
 
-from ...errors import BackendUnavailable
+from ...errors import BackendUnavailable, setting
 from .._archive import unpack
 from .client import RestClient, ServingError
 
 SETUP_DOCS = "https://www.tensorflow.org/tfx/serving/setup"
-UNAVAILABLE = (
+UNAVAILABLE = (  # as the plugin spells it; unavailable() spells it for the front end that runs
     "backend 'serving' needs a TensorFlow Serving server: pass --tfopt-serving-url=http://HOST:8501 "
     f"or put tensorflow_model_server on PATH (see {SETUP_DOCS})"
 )
+
+
+def unavailable() -> str:
+    """Why the backend cannot run without a server, naming the front end's URL setting."""
+    return (f"backend 'serving' needs a TensorFlow Serving server: pass {setting('serving_url', 'http://HOST:8501')} "
+            f"or put tensorflow_model_server on PATH (see {SETUP_DOCS})")
 
 
 def free_port() -> int:
@@ -82,7 +88,7 @@ class SpawnedServer:
         except OSError as exc:
             log.close()
             shutil.rmtree(self.directory, ignore_errors=True)
-            raise BackendUnavailable(f"cannot start {binary} ({exc.strerror or exc}): {UNAVAILABLE}") from None
+            raise BackendUnavailable(f"cannot start {binary} ({exc.strerror or exc}): {unavailable()}") from None
         # weakref.finalize also runs at interpreter exit (atexit), so no server outlives the session
         self.stop = weakref.finalize(self, _stop_server, self.process, log, self.directory)
 
@@ -104,7 +110,7 @@ class SpawnedServer:
                 self.stop()
                 seen = f"; {', '.join(states)}" if states else ""
                 raise BackendUnavailable(f"tensorflow_model_server did not serve {name} at {self.url} within "
-                                         f"{timeout_s:g} s{seen} (last output: {tail}): raise --tfopt-serving-timeout "
+                                         f"{timeout_s:g} s{seen} (last output: {tail}): raise {setting('serving_timeout')} "
                                          "or check the server's log")
             try:
                 version, states = client.status(name, timeout_s=max(0.05, min(1.0, remaining)))

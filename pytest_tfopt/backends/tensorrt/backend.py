@@ -17,7 +17,7 @@ from typing import Any
 from ... import tfenv
 from ...artifact import Artifact
 from ...dataset import Dataset
-from ...errors import BackendUnavailable, UsageError
+from ...errors import BackendUnavailable, UsageError, setting
 from ...models import SourceModel
 from .. import Backend, Runner, tflite_only_reason
 from ..onnx_convert import graph_feed, missing_packages, opset_from_env
@@ -190,7 +190,7 @@ class TensorRTBackend(Backend):
         if built_on and built_on != gpu.compute_capability:
             raise BackendUnavailable(
                 f"backend 'tensorrt': the {artifact.variant} engine was built for compute capability {built_on}, this GPU "
-                f"({gpu.name}) is {gpu.compute_capability}: run with --tfopt-rebuild"
+                f"({gpu.name}) is {gpu.compute_capability}: run with {setting('rebuild')}"
             )
         info = {"threads": threads, "gpu": gpu.name, "compute_capability": gpu.compute_capability}
         # the route is part of the cache key, so an artifact without a known suffix (memory probe) is this route's

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ConversionError, DatasetError
+from ...errors import ConversionError, DatasetError, setting
 from ...signature import Signature, TensorInfo, dtype_name, run_in_batches, shape_text
 from .. import Runner
 from ..onnx_convert import plain_name
@@ -92,7 +92,7 @@ class TensorRTRunner(Runner):
             why = (self._logger.errors or ["not a TensorRT engine"])[-1].splitlines()[0][:200]
             raise ConversionError(
                 f"backend 'tensorrt': cannot load the {name} engine: {why} (built by another TensorRT or GPU? "
-                "run with --tfopt-rebuild)"
+                f"run with {setting('rebuild')})"
             )
         self.signature, self._tensors, self.profile = engine_bindings(self._engine, trt.TensorIOMode.INPUT, trt.nptype)
         self.input_shape = self.signature.inputs[0].shape  # the first input's, for callers of one-input models
