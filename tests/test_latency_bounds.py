@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from test_load_and_metrics import FAKE_CLOCK
 
+from pytest_tfopt.budgets import parse_marker
 from pytest_tfopt.measure.latency import LatencyStats, interleaved
 from pytest_tfopt.measure.stats import binomial_cdf_half, mcnemar_exact, quantile_ranks, samples_for_upper_bound
 
@@ -136,3 +137,44 @@ def test_a_bad_latency_time_cap_is_a_usage_error(suite, value):
                    *(["tfopt_latency_max_s=soon"] if value == "soon" else []))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*tfopt_latency_max_s*" if value == "soon" else "*--tfopt-latency-max-s*"])
+
+
+# ---- what would decide an undecided timing verdict --------------------------------------------------------
+def test_an_undecided_latency_says_how_many_runs_would_decide():
+    from pytest_tfopt.budgets.verdict import deciding_count
+
+    budget = parse_marker("max_latency_ms", (2.0,), {"percentile": 50})
+    verdict = budget.judge("int8 on tflite", 2.05, (1.9, 2.2), runs=50)
+    assert verdict.passed is None
+    assert deciding_count(50, 1.9, 2.2, 2.05, 2.0) == pytest.approx(50 * (0.3 / 0.1) ** 2)
+    assert verdict.message.endswith("; needs about 450 timed runs at this spread to decide")
+    sits = budget.judge("int8 on tflite", 2.0, (1.9, 2.2), runs=50)
+    assert "no number of timed runs decides it" in sits.message
+    assert "needs about" not in budget.judge("int8 on tflite", 1.5, (1.4, 1.6), runs=50).message  # decided
+
+
+def test_an_undecided_speedup_is_timed_again_with_the_rounds_that_would_decide(monkeypatch):
+    """The decision logic on a fake measurement: 12 rounds straddle the budget, the rounds asked for decide it."""
+    from types import SimpleNamespace
+
+    from pytest_tfopt.budgets import perf
+    from pytest_tfopt.measure.latency import LatencySettings, Speedup
+
+    asked = []
+
+    def fake_interleaved(variant, reference, rounds=12):
+        asked.append(rounds)
+        half = 0.3 * (12 / rounds) ** 0.5  # the interval narrows as one over the square root of the rounds
+        return Speedup(1.2, 1.2 - half, 1.2 + half, rounds, 1.0, 1.0 / 1.2)
+
+    monkeypatch.setattr(perf, "interleaved", fake_interleaved)
+    model = SimpleNamespace(variant="int8", backend="tflite", measurements={}, runner=SimpleNamespace(prepare=lambda x: x),
+                            latency_settings=LatencySettings(max_time_s=20), _latency_input=lambda b: None)
+    reference = SimpleNamespace(variant="fp32", backend="tflite", runner=model.runner)
+    verdict = parse_marker("min_speedup", (1.0,), {}).check(model, reference)
+    assert asked == [12, 48] and verdict.passed is True  # 4x the rounds (more than the 27 the spread asks for)
+    asked.clear()
+    capped = SimpleNamespace(**{**vars(model), "latency_settings": LatencySettings(max_time_s=1)})
+    undecided = parse_marker("min_speedup", (1.15,), {}).check(capped, reference)
+    assert asked == [12] and undecided.passed is None  # the cap (1 s: 10 rounds) allows no more than it had
+    assert "interleaved rounds at this spread to decide" in undecided.message

@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 
 from ..errors import TfoptError, first_line
 from ..explain import compare
-from ..measure.latency import LatencyStats, interleaved
+from ..measure.latency import ROUND_TIME_S, LatencyStats, interleaved
 from ..runnable import RunnableModel, load_key
-from .verdict import INTERVAL_LEVEL, Verdict, about, about_row, op, word
+from .verdict import INTERVAL_LEVEL, Verdict, about, about_row, deciding_count, op, to_decide, word
 
 
 def _profiled(verdict: Verdict, model: RunnableModel, reference: RunnableModel, batch_size: int = 1) -> Verdict:
@@ -90,7 +90,8 @@ class MaxLatency:
         need = stats.runs_needed(self.percentile)
         if need:
             under += f"; {stats.n} timed runs cannot bound p{self.percentile} from above: it needs at least {need}"
-        verdict = self.judge(about(model), value, stats.interval(self.percentile), f"{under} ({ref_text})", ref)
+        verdict = self.judge(about(model), value, stats.interval(self.percentile), f"{under} ({ref_text})", ref,
+                             runs=stats.n)
         return _profiled(verdict, model, reference, self.batch_size)
 
     def check_row(self, row: dict[str, Any]) -> Verdict | str:
@@ -108,7 +109,7 @@ class MaxLatency:
         return self.judge(about_row(row), value)
 
     def judge(self, who: str, value: float, interval: tuple[float, float] | None = None, context: str = "",
-              ref: float | None = None) -> Verdict:
+              ref: float | None = None, runs: int = 0) -> Verdict:
         """The verdict on a ``value`` ms percentile; with its 95 % ``interval`` it may be inconclusive.
 
         ``context``: what the message adds after the value (load, fp32's figures). A point value
@@ -131,6 +132,8 @@ class MaxLatency:
             f"max_latency_ms({args}) {word(passed)}: {who}: p{self.percentile} {value:.3f} ms{shown}{context} "
             f"{op(passed, '<=', '>')} budget {self.limit_ms:g} ms{INTERVAL_LEVEL if interval is not None else ''}"
         )
+        if passed is None and interval is not None and runs and interval[1] != float("inf"):
+            text += to_decide(runs, interval[0], interval[1], value, self.limit_ms, "timed runs")
         detail = ", ".join(([self.mode] if self.mode != "invoke" else []) +
                            ([f"concurrency={self.concurrency}"] if self.concurrency != 1 else []) +
                            ([f"rate={self.rate:g}/s"] if self.rate is not None else []))
@@ -156,7 +159,7 @@ class MinThroughput:
         text = (
             f"min_throughput({self.limit:g}, batch_size={self.batch_size}) {word(passed)}: {about(model)}: "
             f"{value:.0f} samples/s [{low:.0f}, {high:.0f}] (fp32 {ref:.0f}) {op(passed, '>=', '<')} budget {self.limit:g}"
-            f"{INTERVAL_LEVEL}"
+            f"{INTERVAL_LEVEL}" + (to_decide(stats.n, low, high, value, self.limit, "timed runs") if passed is None else "")
         )
         return _profiled(Verdict(self.marker, passed, value, ref, self.limit, text), model, reference, self.batch_size)
 
@@ -176,14 +179,23 @@ class MinSpeedup:
 
     def check(self, model: RunnableModel, reference: RunnableModel) -> Verdict:
         x = model._latency_input(self.batch_size)
-        s = interleaved(model.runner.prepare(x), reference.runner.prepare(x))
-        model.measurements[f"speedup_vs_{reference.variant}"] = s.ratio
+        ours, theirs = model.runner.prepare(x), reference.runner.prepare(x)
+        s = interleaved(ours, theirs)
         passed = decide(s.ratio >= self.ratio, s.low >= self.ratio, s.high < self.ratio)
+        needed = deciding_count(s.rounds, s.low, s.high, s.ratio, self.ratio) if passed is None else None
+        if needed is not None:  # adaptive, as latency: more rounds within the time cap; undecided stays INCONCLUSIVE
+            cap = int(model.latency_settings.max_time_s / (2 * ROUND_TIME_S))
+            rounds = int(min(cap, max(needed, 4 * s.rounds)))
+            if rounds > s.rounds:
+                s = interleaved(ours, theirs, rounds=rounds)
+                passed = decide(s.ratio >= self.ratio, s.low >= self.ratio, s.high < self.ratio)
+        model.measurements[f"speedup_vs_{reference.variant}"] = s.ratio
         text = (
             f"min_speedup({self.ratio:g}, reference={self.reference_variant!r}) {word(passed)}: {about(model)}: "
             f"{s.ratio:.2f}x [{s.low:.2f}, {s.high:.2f}] over {reference.variant} ({s.reference_ms:.3f} ms -> "
             f"{s.variant_ms:.3f} ms, {s.rounds} interleaved rounds) {op(passed, '>=', '<')} budget {self.ratio:g}x"
-            f"{INTERVAL_LEVEL}"
+            f"{INTERVAL_LEVEL}" + (to_decide(s.rounds, s.low, s.high, s.ratio, self.ratio, "interleaved rounds")
+                                   if passed is None else "")
         )
         verdict = Verdict(self.marker, passed, s.ratio, s.reference_ms, self.ratio, text)
         return _profiled(verdict, model, reference, self.batch_size)

@@ -15,7 +15,7 @@ from ..measure import accuracy as acc
 from ..measure import fidelity
 from ..measure.stats import mcnemar_exact, paired_bootstrap, tango_interval
 from ..runnable import RunnableModel
-from .verdict import Verdict, about, about_row
+from .verdict import Verdict, about, about_row, to_decide
 
 
 @dataclass(frozen=True)
@@ -179,14 +179,8 @@ TANGO_CONTINUITY = 0.5
 
 
 def _needed(samples: int, lo: float, hi: float, drop: float, limit: float, what: str = "spread") -> str:
-    """What would decide a straddling interval: about how many samples, at the observed spread and drop."""
-    gap = abs(drop - limit)
-    if not samples or hi <= lo:
-        return "evaluate on more data to decide"
-    if gap < 1e-12:
-        return "the drop sits on the budget: no sample size decides it (move the budget, or change the model)"
-    needed = samples * ((hi - lo) / (2 * gap)) ** 2
-    return f"needs about {max(needed, samples + 1):,.0f} evaluation samples at this {what} to decide"
+    """What would decide a straddling interval: about how many evaluation samples, at the observed spread and drop."""
+    return to_decide(samples, lo, hi, drop, limit, "evaluation samples").replace(" at this spread", f" at this {what}")[2:]
 
 
 def _outputs(model: RunnableModel, output: str | None) -> list[str]:

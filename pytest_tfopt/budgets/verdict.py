@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,3 +48,25 @@ def op(passed: bool | None, good: str, bad: str) -> str:
 
 #: what a timing verdict's interval is, said at the end of its message
 INTERVAL_LEVEL = " (two-sided 95 % interval: each end a one-sided 97.5 % bound)"
+
+
+def deciding_count(n: float, lo: float, hi: float, value: float, limit: float) -> float | None:
+    """About how many measurements would move an interval ``[lo, hi]`` straddling ``limit`` off it, at the spread
+    ``n`` of them showed (its width shrinks as one over their square root); ``None`` when nothing can tell
+    (no spread, no upper end) and ``inf`` when the value sits on the limit."""
+    if not n or not math.isfinite(hi - lo) or hi <= lo:
+        return None
+    gap = abs(value - limit)
+    if gap < 1e-12 * max(1.0, abs(limit)):
+        return math.inf
+    return max(n * ((hi - lo) / (2 * gap)) ** 2, n + 1)
+
+
+def to_decide(n: float, lo: float, hi: float, value: float, limit: float, unit: str) -> str:
+    """What would decide an interval straddling ``limit`` (:func:`deciding_count`), as the end of a message."""
+    needed = deciding_count(n, lo, hi, value, limit)
+    if needed is None:
+        return f"; measure more {unit} to decide"
+    if math.isinf(needed):
+        return f"; the value sits on the budget: no number of {unit} decides it (move the budget, or change the model)"
+    return f"; needs about {needed:,.0f} {unit} at this spread to decide"

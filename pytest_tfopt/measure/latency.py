@@ -187,8 +187,12 @@ class Speedup:
     variant_ms: float
 
 
+#: how long one side of an interleaved round times (:func:`interleaved`)
+ROUND_TIME_S = 0.05
+
+
 def interleaved(variant: Callable[[], object], reference: Callable[[], object], rounds: int = 12,
-                round_time_s: float = 0.05, min_runs: int = 5) -> Speedup:
+                round_time_s: float = ROUND_TIME_S, min_runs: int = 5) -> Speedup:
     """Time ``variant`` and ``reference`` alternately (A B, B A, ...) so drift, noise and order hit both alike.
 
     Each round times each callable for about ``round_time_s`` and keeps its median; the

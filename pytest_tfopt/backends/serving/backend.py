@@ -27,6 +27,7 @@ from ... import tfenv
 from ...artifact import Artifact
 from ...errors import BackendUnavailable, UsageError
 from ...models import SourceModel
+from ...security import private_dir, user_cache_dir
 from ...signature import Signature, TensorInfo, dtype_name, run_in_batches
 from .. import Backend, Runner
 from .._archive import pack
@@ -220,8 +221,6 @@ def _deploy_hint(artifact: Artifact, name: str) -> str:
     """How to make a server serve this artifact as ``name`` (the user deploys it; pytest-tfopt does not)."""
     path = artifact.path
     if path is None:  # never cached: keep a copy where the hint can point
-        from ...security import private_dir, user_cache_dir
-
         path = os.path.join(private_dir(user_cache_dir("serving")), f"{artifact.sha256[:16]}.serving.zip")
         if not os.path.exists(path):
             with open(path, "wb") as fh:

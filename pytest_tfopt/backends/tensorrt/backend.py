@@ -19,6 +19,7 @@ from ...artifact import Artifact
 from ...dataset import Dataset
 from ...errors import BackendUnavailable, UsageError, setting
 from ...models import SourceModel
+from ...security import private_dir, user_cache_dir
 from .. import Backend, Runner, tflite_only_reason
 from ..onnx_convert import graph_feed, missing_packages, opset_from_env
 from . import engine, machine  # probes called as machine.X: replacing one there reaches every caller
@@ -83,8 +84,6 @@ class TensorRTBackend(Backend):
 
     @property
     def engine_cache_dir(self) -> str:
-        from ...security import private_dir, user_cache_dir
-
         # engines can carry plugins that run on load: only from a directory private to this user
         return private_dir(self._engine_cache_dir or os.environ.get(engine.ENGINE_CACHE_ENV)
                            or user_cache_dir("trt-engines"))
