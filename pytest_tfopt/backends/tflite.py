@@ -122,7 +122,7 @@ class TFLiteRunner(Runner):
     def _quantize(self, name: str, x: np.ndarray) -> np.ndarray:
         detail = self._in[name]
         dtype = np.dtype(detail["dtype"])
-        if np.issubdtype(dtype, np.floating):
+        if dtype.kind == "f":
             return x.astype(dtype, copy=False)
         scale, zero = detail["quantization"]
         if scale == 0:
@@ -131,8 +131,8 @@ class TFLiteRunner(Runner):
         return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 
     def _dequantize(self, name: str, y: np.ndarray) -> np.ndarray:
-        if np.issubdtype(y.dtype, np.floating):
-            return y.astype(np.float32, copy=True)
+        if y.dtype.kind == "f":  # get_tensor() already copied it: no second copy
+            return y.astype(np.float32, copy=False)
         scale, zero = self._out[name]["quantization"]
         if scale == 0:
             return y.astype(np.float32)
