@@ -218,8 +218,10 @@ def test_a_budget_broken_by_a_reused_value_still_fails(pytester, preloaded_runti
     pytester.makeini(f"[pytest]\ntfopt_model = {model_path}\ntfopt_dataset = {data_path}\n")
     pytester.makepyfile(test_suite=BROKEN)
     args = ["-p", "no:cacheprovider", f"--tfopt-cache-dir={cache}", "--tfopt-threads=1",
-            f"--tfopt-report={tmp_path / 'report.json'}"]
+            f"--tfopt-report={tmp_path / 'report.json'}", f"--tfopt-report={tmp_path / 'report.md'}",
+            f"--tfopt-report={tmp_path / 'report.html'}"]
     cold = pytester.runpytest(*args)
+    assert "↺" not in (tmp_path / "report.md").read_text() + (tmp_path / "report.html").read_text()
     cold.assert_outcomes(failed=1)
     cold.stdout.fnmatch_lines(["measurements: 0 reused, * measured"])
     warm = pytester.runpytest(*args)
@@ -227,6 +229,11 @@ def test_a_budget_broken_by_a_reused_value_still_fails(pytester, preloaded_runti
     warm.stdout.fnmatch_lines(["*min_fidelity*", "measurements: * reused, 0 measured"])
     rows = json.loads((tmp_path / "report.json").read_text())["rows"]
     assert "accuracy" in rows[0]["reused"] and rows[0]["outcome"] == "failed"
+    markdown = (tmp_path / "report.md").read_text()  # the reused values are marked in the reports people read
+    accuracy = f"{rows[0]['accuracy']:.4f} ↺"
+    assert accuracy in markdown and "↺ reused: measured by an earlier run" in markdown
+    page = (tmp_path / "report.html").read_text()
+    assert f'{rows[0]["accuracy"]:.4f} <span class="reused"' in page and "reused: measured by an earlier run" in page
     forced = pytester.runpytest(*args, "--tfopt-remeasure")
     forced.assert_outcomes(failed=1)
     forced.stdout.fnmatch_lines(["measurements: 0 reused, * measured (--tfopt-remeasure)"])

@@ -15,6 +15,18 @@ COLUMNS = tuple((m.label, m.row_key, m.column_format, m.higher_is_better) for m 
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed", "inconclusive")
 
 
+#: the mark of a value taken from an earlier run's measurement record (``row["reused"]``), and what it means
+REUSED_MARK = "↺"
+REUSED_NOTE = (f"{REUSED_MARK} reused: measured by an earlier run on the same artifact, data, runtime, threads and "
+               "hardware (--tfopt-remeasure measures again)")
+
+
+def reused(row: dict[str, Any], key: str) -> bool:
+    """Whether column ``key`` of ``row`` holds a reused value (accuracy: that of any output)."""
+    fields = row.get("reused") or ()
+    return key in fields or (key == "accuracy" and any(str(f).startswith("accuracy[") for f in fields))
+
+
 def outcome(row: dict[str, Any]) -> str:
     """The row's pytest outcome (rows written before outcomes were kept: failed when a verdict broke)."""
     value = row.get("outcome")

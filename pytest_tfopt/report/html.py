@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from ..baseline import row_key
-from .common import COLUMNS, baseline_rows, counts, delta, ordered, outcome, scaled
+from .common import COLUMNS, REUSED_MARK, REUSED_NOTE, baseline_rows, counts, delta, ordered, outcome, reused, scaled
 
 #: what the report says in place of the plots when the plotting extra is not installed
 NO_PLOTS = ('<p class="note">Plots need the report extra: <code>pip install "pytest-tfopt[report]"</code> '
@@ -90,6 +90,8 @@ def _table(rows: list[dict[str, Any]], baseline: dict[str, Any] | None) -> str:
         for _, key, fmt, higher in COLUMNS:
             value = scaled(key, r.get(key))
             text = "–" if value is None else format(value, fmt)
+            if value is not None and reused(r, key):
+                text += f' <span class="reused" title="{html.escape(REUSED_NOTE)}">{REUSED_MARK}</span>'
             change = delta(key, higher, r.get(key), base)
             if change is not None and change[0]:
                 cls = "good" if change[1] else "bad"
@@ -104,6 +106,8 @@ def _table(rows: list[dict[str, Any]], baseline: dict[str, Any] | None) -> str:
                    f"<td>{html.escape(r['variant'])}</td><td>{html.escape(r['backend'])}</td>{''.join(cells)}"
                    f"<td class='verdicts'>{verdicts}</td></tr>")
     out.append("</tbody></table>")
+    if any(r.get("reused") for r in rows):
+        out.append(f"<p class='note'>{html.escape(REUSED_NOTE)}</p>")
     return "".join(out)
 
 

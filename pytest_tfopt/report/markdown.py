@@ -8,14 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..baseline import row_key
-from .common import COLUMNS, baseline_rows, counts, delta, ordered, outcome, scaled
+from .common import COLUMNS, REUSED_MARK, REUSED_NOTE, baseline_rows, counts, delta, ordered, outcome, reused, scaled
 
 
 def _cell(row: dict[str, Any], key: str, fmt: str, higher: bool, base: dict[str, Any] | None) -> str:
     value = scaled(key, row.get(key))
     if value is None:
         return "–"
-    text = format(value, fmt)
+    text = format(value, fmt) + (f" {REUSED_MARK}" if reused(row, key) else "")
     change = delta(key, higher, row.get(key), base)
     if change is not None and change[0]:
         arrow = "▲" if change[0] > 0 else "▼"
@@ -47,5 +47,7 @@ def render(doc: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
             budgets = row["error"].replace("|", "\\|")
         test = row["test"].split("::")[-1].replace("|", "\\|")
         lines.append(f"| {status} | `{test}` | {row['variant']} | {row['backend']} | " + " | ".join(cells) + f" | {budgets} |")
+    if any(row.get("reused") for row in rows):
+        lines += ["", REUSED_NOTE]
     lines.append("")
     return "\n".join(lines)
