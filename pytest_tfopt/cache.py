@@ -21,6 +21,7 @@ cache on a private local copy, reading through to the remote.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import glob
 import hashlib
@@ -56,11 +57,24 @@ def cache_key(parts: dict[str, Any]) -> str:
 
 @dataclass
 class CacheStats:
-    """How many artifacts this process built and reused."""
+    """How many artifacts this process built and reused (and, with a remote cache, fetched from it and uploaded)."""
 
     built: int = 0
     reused: int = 0
     build_seconds: float = 0.0
+    #: of the reused, how many came from a remote cache (:mod:`pytest_tfopt.remote_cache`)
+    fetched: int = 0
+    #: artifacts built here and sent to a remote cache
+    uploaded: int = 0
+
+    def add(self, other: CacheStats | dict[str, Any]) -> None:
+        """Add ``other``'s counts (a :class:`CacheStats` or its :meth:`as_dict`, e.g. from an xdist worker)."""
+        values = other if isinstance(other, dict) else other.as_dict()
+        for name in self.as_dict():
+            setattr(self, name, getattr(self, name) + values.get(name, 0))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def cache_error(root: str, exc: OSError, doing: str = "write") -> CacheError:

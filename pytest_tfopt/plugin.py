@@ -280,7 +280,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         s = state_of(session.config).total_cache_stats()
-        workeroutput["tfopt_cache"] = {"built": s.built, "reused": s.reused, "build_seconds": s.build_seconds}
+        workeroutput["tfopt_cache"] = s.as_dict()
         m = state_of(session.config).total_reuse_stats()
         workeroutput["tfopt_measurements"] = {"reused": m.reused, "measured": m.measured}
         return
@@ -300,10 +300,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_testnodedown(node: Any, error: Any) -> None:
     stats = getattr(node, "workeroutput", {}).get("tfopt_cache")
     if stats:
-        own = state_of(node.config).cache_stats
-        own.built += stats["built"]
-        own.reused += stats["reused"]
-        own.build_seconds += stats["build_seconds"]
+        state_of(node.config).cache_stats.add(stats)
     counts = getattr(node, "workeroutput", {}).get("tfopt_measurements")
     if counts:
         state_of(node.config).reuse_stats.reused += counts["reused"]
@@ -331,8 +328,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if fallbacks:
         tr.write_line(f"XNNPACK refused {', '.join(sorted(fallbacks))}: ran on the builtin kernels instead")
     tr.write_line(
-        f"artifacts: {stats.built} built ({stats.build_seconds:.1f} s), {stats.reused} reused; "
-        f"cache: {describe(state.cache_dir)}"
+        f"artifacts: {stats.built} built ({stats.build_seconds:.1f} s), {stats.reused} reused"
+        + (f" ({stats.fetched} fetched from the remote, {stats.uploaded} uploaded)" if stats.fetched or stats.uploaded
+           else "") + f"; cache: {describe(state.cache_dir)}"
     )
     measured = state.total_reuse_stats()
     if measured.reused or measured.measured:

@@ -197,7 +197,16 @@ class RemoteArtifactCache(ArtifactCache):
         self._warn = warn or _python_warning
         self._store: RemoteStore | None = None
         self.remote_problem: str | None = _UNREACHABLE.get(self.display)
-        self.fetched = self.uploaded = 0
+
+    @property
+    def fetched(self) -> int:
+        """Artifacts taken from the remote (``stats.fetched``)."""
+        return self.stats.fetched
+
+    @property
+    def uploaded(self) -> int:
+        """Artifacts sent to the remote (``stats.uploaded``)."""
+        return self.stats.uploaded
 
     @property
     def online(self) -> bool:
@@ -274,7 +283,7 @@ class RemoteArtifactCache(ArtifactCache):
         data_path, meta_path = self._paths(key, entry["suffix"])
         _atomic_write(data_path, content)
         _atomic_write(meta_path, raw)  # last: the local entry is published by its JSON, as in the local cache
-        self.fetched += 1
+        self.stats.fetched += 1
         return True
 
     def _refuse(self, key: str, why: str) -> bool:
@@ -294,7 +303,7 @@ class RemoteArtifactCache(ArtifactCache):
                 if not store.marked:
                     store.put(MARKER, json.dumps({"layout": 1}).encode())
                     store.marked = True
-                self.uploaded += 1
+                self.stats.uploaded += 1
             except Exception as exc:
                 self._lost(exc, "refused an upload", reads=False)
         return stored

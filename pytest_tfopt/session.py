@@ -199,12 +199,10 @@ class TfoptState:
                 for entry in self.budgets_file.unmatched(results, self.canonical)]
 
     def total_cache_stats(self) -> CacheStats:
-        total = CacheStats(self.cache_stats.built, self.cache_stats.reused, self.cache_stats.build_seconds)
+        total = CacheStats()
+        total.add(self.cache_stats)
         for _, _, bench in self._benches.values():
-            s = bench.cache.stats
-            total.built += s.built
-            total.reused += s.reused
-            total.build_seconds += s.build_seconds
+            total.add(bench.cache.stats)
         return total
 
 

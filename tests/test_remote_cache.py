@@ -405,8 +405,8 @@ def test_two_fresh_checkouts_on_one_bucket_the_second_builds_nothing(pytester, m
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / checkout))
         runs.append(pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tfopt-threads=1"))
         runs[-1].assert_outcomes(passed=2)
-    runs[0].stdout.fnmatch_lines([f"artifacts: 3 built*, 0 reused; cache: {url}"])
-    runs[1].stdout.fnmatch_lines([f"artifacts: 0 built*, 3 reused; cache: {url}"])
+    runs[0].stdout.fnmatch_lines([f"artifacts: 3 built*, 0 reused (0 fetched from the remote, 3 uploaded); cache: {url}"])
+    runs[1].stdout.fnmatch_lines([f"artifacts: 0 built*, 3 reused (3 fetched from the remote, 0 uploaded); cache: {url}"])
     verdicts = [[ln for ln in r.stdout.lines if "PASS" in ln or "FAIL" in ln] for r in runs]
     assert verdicts[0] == verdicts[1] and verdicts[0]
 
