@@ -99,7 +99,6 @@ def _memory_fields(row: dict[str, Any], m: dict[str, Any]) -> None:
         for field in ("activations_mb", "weights_mb"):
             if getattr(m["memory"], field, None) is not None:
                 row[f"memory_{field}"] = getattr(m["memory"], field)
-    if m.get("memory") is not None:
         row["memory_breakdown"] = explain_memory(m["memory"]).to_dict()
     if m.get("profile") is not None:  # a broken timing gate's, or every row's with --tfopt-profile
         row["profile"] = m["profile"].to_dict()

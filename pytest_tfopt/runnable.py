@@ -146,7 +146,7 @@ class RunnableModel:
         name = self.output_for(output, data)
         labels = self._labels(data, name)
         m = acc.resolve(metric)
-        key = (data.hash, name, m.name if m.builtin else f"{m.name}@{id(m.fn)}")
+        key = _memo_key(data, name, m)
         if key not in self._accuracy:
             measure = functools.partial(self._score, m, labels, name, data)
             self._accuracy[key] = self._reusable(key, "accuracy", _what(data, name, m), measure, reuse.encode_float,
@@ -165,7 +165,7 @@ class RunnableModel:
         if m.correct is None:
             raise UsageError(f"metric {m.name!r} does not score samples one by one: use top1 or top<k>")
         name = self.output_for(output, data)
-        key = (data.hash, name, m.name if m.builtin else f"{m.name}@{id(m.fn)}")
+        key = _memo_key(data, name, m)
         if key not in self._correct:
             labels = self._labels(data, name)
 
@@ -388,6 +388,11 @@ class RunnableModel:
         else:
             feed = sig.random_batch(batch_size)
         return feed[sig.inputs[0].name] if len(sig.inputs) == 1 else feed
+
+
+def _memo_key(data: Dataset, output: str, m: acc.Metric) -> tuple[str, str, str]:
+    """Where a score of ``m`` on ``output`` of ``data`` is memoized in-process (a user's callable by identity)."""
+    return (data.hash, output, m.name if m.builtin else f"{m.name}@{id(m.fn)}")
 
 
 def _what(data: Dataset, output: str, m: acc.Metric) -> dict[str, Any]:

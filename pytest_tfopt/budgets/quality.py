@@ -54,8 +54,7 @@ class AccuracyDrop:
         if self.confidence is None:
             return self.judge(who, m, value, ref)
         samples = len(model.eval_dataset) if model.eval_dataset is not None else 0
-        lo, hi, note, effective = self._interval(model, reference, m, name)
-        differing = self._discordant(model, reference, m, name) if m.correct is not None else effective
+        lo, hi, note, differing = self._interval(model, reference, m, name)
         return self.judge(who, m, value, ref, (lo, hi, note), samples, differing)
 
     def check_row(self, row: dict[str, Any]) -> Verdict | str:
@@ -141,7 +140,8 @@ class AccuracyDrop:
 
     def _interval(self, model: RunnableModel, reference: RunnableModel, m: acc.Metric,
                   output: str) -> tuple[float, float, str, float | None]:
-        """(low, high, what else to say, how many samples carry the difference) of the drop of ``output``."""
+        """(low, high, what else to say, how many samples carry the difference: the discordant pairs of a
+        per-sample metric, else the jackknife's effective count) of the drop of ``output``."""
         confidence = self.confidence or 0.95
         if self.method_for(m) == "mcnemar":
             ours, theirs = model.correct(m, output=output), reference.correct(m, output=output)
@@ -161,7 +161,8 @@ class AccuracyDrop:
                 return float("nan")
 
         found = paired_bootstrap(len(data), stat, confidence)
-        return found[0], found[1], " (BCa bootstrap)", found.effective
+        differing = self._discordant(model, reference, m, output) if m.correct is not None else found.effective
+        return found[0], found[1], " (BCa bootstrap)", differing
 
     def _discordant(self, model: RunnableModel, reference: RunnableModel, m: acc.Metric, output: str) -> int | None:
         """How many samples fp32 and the variant score differently (per-sample metrics; else ``None``)."""
@@ -180,7 +181,7 @@ TANGO_CONTINUITY = 0.5
 
 def _needed(samples: int, lo: float, hi: float, drop: float, limit: float, what: str = "spread") -> str:
     """What would decide a straddling interval: about how many evaluation samples, at the observed spread and drop."""
-    return to_decide(samples, lo, hi, drop, limit, "evaluation samples").replace(" at this spread", f" at this {what}")[2:]
+    return to_decide(samples, lo, hi, drop, limit, "evaluation samples", what)[2:]
 
 
 def _outputs(model: RunnableModel, output: str | None) -> list[str]:

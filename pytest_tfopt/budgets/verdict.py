@@ -62,11 +62,11 @@ def deciding_count(n: float, lo: float, hi: float, value: float, limit: float) -
     return max(n * ((hi - lo) / (2 * gap)) ** 2, n + 1)
 
 
-def to_decide(n: float, lo: float, hi: float, value: float, limit: float, unit: str) -> str:
+def to_decide(n: float, lo: float, hi: float, value: float, limit: float, unit: str, what: str = "spread") -> str:
     """What would decide an interval straddling ``limit`` (:func:`deciding_count`), as the end of a message."""
     needed = deciding_count(n, lo, hi, value, limit)
     if needed is None:
         return f"; measure more {unit} to decide"
     if math.isinf(needed):
         return f"; the value sits on the budget: no number of {unit} decides it (move the budget, or change the model)"
-    return f"; needs about {needed:,.0f} {unit} at this spread to decide"
+    return f"; needs about {needed:,.0f} {unit} at this {what} to decide"

@@ -38,7 +38,8 @@ CREATE TABLE results (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id INTEGER NOT N
                       row TEXT NOT NULL);
 CREATE INDEX results_run ON results(run_id);
 """
-_REMEDY = "give {} a new file name or a pytest-tfopt history file"  # formatted with setting("history")
+def _remedy() -> str:
+    return f"give {setting('history')} a new file name or a pytest-tfopt history file"
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,13 @@ def _connect(path: str, create: bool) -> Iterator[sqlite3.Connection]:
     try:
         db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     except sqlite3.Error as exc:
-        raise UsageError(f"history {path!r} cannot be opened ({exc}): {_REMEDY.format(setting('history'))}") from None
+        raise UsageError(f"history {path!r} cannot be opened ({exc}): {_remedy()}") from None
     try:
         db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         yield db
     except sqlite3.DatabaseError as exc:
         if "not a database" in str(exc) or "malformed" in str(exc):
-            raise UsageError(f"history {path!r} is not an SQLite file ({exc}): {_REMEDY.format(setting('history'))}") from None
+            raise UsageError(f"history {path!r} is not an SQLite file ({exc}): {_remedy()}") from None
         raise TfoptError(f"history {path!r}: SQLite failed ({exc}); if another run holds it, retry later") from None
     finally:
         db.close()
@@ -89,7 +90,7 @@ def _check_schema(db: sqlite3.Connection, path: str, create: bool) -> None:
         return
     meta = dict(db.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
     if meta.get("schema") != SCHEMA:
-        raise UsageError(f"history {path!r} is an SQLite file of something else, not a pytest-tfopt history: {_REMEDY.format(setting('history'))}")
+        raise UsageError(f"history {path!r} is an SQLite file of something else, not a pytest-tfopt history: {_remedy()}")
     if meta.get("schema_version") != str(SCHEMA_VERSION):
         raise UsageError(f"history {path!r} has schema version {meta.get('schema_version')}, this pytest-tfopt "
                          f"reads {SCHEMA_VERSION}: upgrade pytest-tfopt, or start a new history file")
